@@ -1,0 +1,43 @@
+"""Decoding images the same way everywhere: bytes -> RGB PIL image with EXIF orientation applied.
+
+Shards keep the original encoded bytes (grayscale, CMYK, palette, RGBA, 16-bit, rotated photos all
+stay as they were); conversion happens here, at embedding and training time, identically for the
+teacher and the student so that replayed crop boxes land on the same pixels.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageOps
+
+from .errors import BadSample
+
+# Pixel limit above which an image is treated as a decompression bomb (PIL's default is ~89M).
+MAX_PIXELS = 100_000_000
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Decode encoded image bytes to an upright RGB image; raise BadSample when impossible."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise BadSample("decompression_bomb", f"{im.width}x{im.height} pixels")
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+    except BadSample:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise BadSample("undecodable", str(e)) from None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits instead of clipping (PIL's convert clips at 255).
+        im = im.point(lambda v: v / 256).convert("L") if im.mode != "I" else im.convert("L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Composite transparency on white, the way a viewer shows it, rather than dropping alpha to black.
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return im.convert("RGB")
