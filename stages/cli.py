@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 
 import click
 
 from pipeline import __version__
 from pipeline.errors import UserError
 
-# (command name, module, attribute). Imported lazily so `--help` stays fast and one stage's heavy
-# imports (torch, open_clip, dvc) do not slow the others.
+# name -> (module, attribute, one-line help). Imported lazily so `--help` stays fast and one stage's
+# heavy imports (torch, open_clip, dvc) do not slow the others.
 COMMANDS = {
-    "extract": ("stages.extract", "extract"),
-    "distill": ("stages.distill", "distill"),
-    "report": ("stages.report", "report"),
-    "world": ("stages.world", "world"),
-    "pretrain-teacher": ("stages.teacher", "pretrain_teacher"),
+    "extract": ("stages.extract", "extract", "Stage one: shard a dataset, run the CLIP teacher once into an HDF5 store."),
+    "distill": ("stages.distill", "distill", "Stage two: train one student (RISE or a baseline) from the cached store."),
+    "report": ("stages.report", "report", "Paper-style table of runs, selected by training-domain validation."),
+    "world": ("stages.world", "world", "Generate the demo world (embedded default dataset)."),
+    "pretrain-teacher": ("stages.teacher", "pretrain_teacher", "Pretrain the demo world's small CLIP teacher."),
+    "preset": ("stages.preset", "preset", "Switch params.yaml to a real dataset's RISE preset."),
+    "sweep": ("stages.sweep", "sweep", "Queue or run a named hyper-parameter grid as a DVC experiment."),
 }
 
 
@@ -28,8 +31,12 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        module, attr = COMMANDS[name]
+        module, attr, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][2]) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -47,9 +54,16 @@ def cli():
 
 
 def main(argv=None) -> None:
-    """Run the CLI; a UserError becomes one line on stderr and exit status 2, with no traceback."""
+    """Run the CLI; a UserError becomes one line on stderr and exit status 2, with no traceback.
+
+    Each finished command reports its wall time on stderr, so `dvc repro` shows the time of every stage."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    start = time.perf_counter()
     try:
-        cli.main(args=argv, prog_name="rise-pipeline", standalone_mode=False)
+        cli.main(args=args, prog_name="rise-pipeline", standalone_mode=False)
+        command = next((a for a in args if a in COMMANDS), None)
+        if command and not any(a in ("-h", "--help") for a in args):
+            click.echo(f"[rise-pipeline {command}] done in {time.perf_counter() - start:.1f} s", err=True)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
