@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,9 @@ def test_selection_and_aggregation(runs_dir: Path, tmp_path: Path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert sorted(p.name for p in out.iterdir()) == sorted(["results.md", "results.csv", "results.png",
                                                             "metrics.json"])
+    # Same runs -> byte-identical outputs, so DVC sees no change on a rerun.
+    run(ReportConfig(), [runs_dir], tmp_path / "again")
+    assert all((out / n).read_bytes() == (tmp_path / "again" / n).read_bytes() for n in os.listdir(out))
 
 
 def test_ties_missing_domains_and_single_seed(tmp_path: Path):
@@ -206,6 +210,13 @@ def test_bad_inputs(tmp_path: Path, runs_dir: Path):
     write_run(only_bad / "r", "erm", "art", 0, 1.0, 0.9, 0.7, status="running")
     with pytest.raises(UserError, match="no complete runs among 1 found"):
         run(ReportConfig(), [only_bad], tmp_path / "o")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="--out must be a folder"):
+        run(ReportConfig(), [runs_dir], tmp_path / "file")
+    with pytest.raises(UserError, match="decimals must be >= 0"):
+        run(ReportConfig(decimals=-1), [runs_dir], tmp_path / "o")
+    with pytest.raises(UserError, match="not a run folder"):
+        lib.find_runs([tmp_path / "file"])
     # The report folder itself (metrics.json inside the searched tree) is never taken for a run.
     out = runs_dir / "report"
     run(ReportConfig(), [runs_dir], out)
