@@ -20,7 +20,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from .errors import BadSample, UserError
+from .io import atomic_path, sha256_file, write_text
 
 SHARDS_DIR = "shards"
 INDEX_NAME = "index.json"
@@ -30,6 +31,7 @@ IMAGE_EXTS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": 
               "TIFF": "tiff"}
 _EXT_SET = frozenset(IMAGE_EXTS.values())
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_\-/]")
+FORMAT_VERSION = 1  # bump when the shard bytes for the same plan change (invalidates reuse)
 TAR_MTIME = 0  # fixed member metadata: same inputs -> byte-identical tars
 
 
@@ -89,7 +91,96 @@ def plan_domain(keys: Sequence[str], shard_size: int) -> list[list[str]]:
     return shards
 
 
+def plan_units(rows: list[dict], shard_size: int, max_side: int) -> list[dict]:
+    """Group kept manifest rows into shard units; fills each row's `shard` and `position`.
+
+    A unit carries everything its worker needs (source paths, keys, metas) and a fingerprint of
+    exactly that plus the write options, so a rerun can tell a complete shard of the same plan.
+    """
+    kept = [r for r in rows if r["status"] == "kept"]
+    by_key = {r["key"]: r for r in kept}
+    if len(by_key) != len(kept):
+        raise UserError("two kept files map to the same sample key; report this as a bug")
+    by_domain: dict[str, list[str]] = {}
+    for r in kept:
+        by_domain.setdefault(r["domain"], []).append(r["key"])
+    units = []
+    for domain in sorted(by_domain):
+        for i, keys in enumerate(plan_domain(by_domain[domain], shard_size)):
+            name = shard_name(domain, i)
+            samples = []
+            for pos, key in enumerate(keys):
+                r = by_key[key]
+                r["shard"], r["position"] = name, pos
+                samples.append({"key": key, "path": r["path"], "ext": r["ext"], "cls": r["meta"]["class_index"],
+                                "sha256": r["sha256"], "meta": r["meta"]})
+            fp_input = {"version": FORMAT_VERSION, "max_side": max_side,
+                        "samples": [{k: s[k] for k in ("key", "ext", "cls", "sha256", "meta")} for s in samples]}
+            fingerprint = hashlib.sha256(json.dumps(fp_input, sort_keys=True).encode("utf-8")).hexdigest()
+            units.append({"name": name, "domain": domain, "samples": samples, "max_side": max_side,
+                          "fingerprint": fingerprint})
+    return units
+
+
 # ---------------------------------------------------------------- writing
+
+def _sidecar(tar_path: Path) -> Path:
+    return tar_path.with_suffix(".fp")
+
+
+def _reusable(tar_path: Path, fingerprint: str) -> dict | None:
+    """The sidecar's record when the shard on disk was completed for this very plan and is intact."""
+    side = _sidecar(tar_path)
+    if not (tar_path.is_file() and side.is_file()):
+        return None
+    try:
+        record = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if record.get("fingerprint") != fingerprint or record.get("sha256") != sha256_file(tar_path):
+        return None
+    return record
+
+
+def write_shard(unit: dict, shards_root: str, max_pixels: int) -> dict:
+    """One unit of parallel work: write (or reuse) one shard; returns {name, sha256, n, reused}.
+
+    The tar is written under a temporary name and renamed when complete, then its sidecar
+    (fingerprint + sha256) is written; a shard without a matching sidecar is never reused.
+    """
+    from .probe import reencode
+
+    tar_path = Path(shards_root) / unit["name"]
+    record = _reusable(tar_path, unit["fingerprint"])
+    if record is not None:
+        return {"name": unit["name"], "sha256": record["sha256"], "n": record["n"], "reused": True}
+
+    def samples():
+        for s in unit["samples"]:
+            data = Path(s["path"]).read_bytes()
+            if hashlib.sha256(data).hexdigest() != s["sha256"]:
+                raise UserError(f"{s['path']} changed while the shard step was running; run it again")
+            meta, ext = dict(s["meta"]), s["ext"]
+            if unit["max_side"] > 0:
+                try:
+                    smaller = reencode(data, unit["max_side"], max_pixels)
+                except (BadSample, OSError, ValueError) as e:
+                    # Probing decoded it already; keep the original bytes rather than lose the sample.
+                    smaller, meta["resize_error"] = None, str(e).splitlines()[0] if str(e) else type(e).__name__
+                if smaller is not None:
+                    data, info = smaller
+                    meta["resized_from"] = [meta["width"], meta["height"]]
+                    ext = info.pop("ext")
+                    meta.update(info)
+            yield encode_sample(s["key"], ext, data, s["cls"], meta)
+
+    with atomic_path(tar_path) as tmp, open(tmp, "wb") as f:
+        n = write_tar(f, samples())
+    digest = sha256_file(tar_path)
+    write_text(_sidecar(tar_path), json.dumps({"fingerprint": unit["fingerprint"], "sha256": digest, "n": n},
+                                              sort_keys=True) + "\n")
+    return {"name": unit["name"], "sha256": digest, "n": n, "reused": False}
+
 
 def write_tar(fileobj, samples: Iterable[dict]) -> int:
     """Write samples ({'__key__', ext: bytes, 'cls': bytes, 'json': bytes}) with webdataset's TarWriter.

@@ -1,0 +1,124 @@
+"""Step "shard" of `rise-pipeline extract`: DATA -> WORK/shards/*.tar + index/stats + WORK/manifest.jsonl.
+
+Order of work: scan (every file) -> probe (parallel: hash + full decode) -> decide each file's fate ->
+plan shards -> write shards (parallel, each atomic and reusable) -> manifest, stats, and the index
+last, so an index only exists for a complete shard set.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import manifest, probe, shards, sources
+from pipeline.config import field, to_dict
+from pipeline.errors import UserError
+from pipeline.images import MAX_PIXELS
+from pipeline.io import write_json
+from pipeline.parallel import default_workers, run_tasks
+
+PROBE_BATCH = 64            # files per probe task: large enough to amortise dask's per-task cost
+INLINE_BELOW = 1000         # with workers=0 (auto), smaller datasets run in-process (no cluster start-up)
+
+
+@dataclass
+class ShardConfig:
+    val_fraction: float = field(0.1, "Share of each domain held out as validation (seeded hash of the key).")
+    seed: int = field(0, "Seed of the train/val split.")
+    shard_size: int = field(1000, "Most samples per shard tar (boundaries are content-defined; see docs/shard.md).")
+    max_side: int = field(0, "Re-encode images whose longer side exceeds this many pixels; 0 keeps originals.")
+    max_pixels: int = field(MAX_PIXELS, "Images with more pixels are skipped as decompression bombs.")
+    workers: int = field(0, "Local dask worker processes; 1 runs in-process, 0 picks one per core.")
+    class_map: dict = field({}, "Rename class folders before they are merged, e.g. {'Dog': 'dog'}.")
+
+    def check(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.shard_size < 1:
+            raise UserError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.max_side < 0 or self.max_pixels < 1 or self.workers < 0:
+            raise UserError("max_side must be >= 0, max_pixels >= 1 and workers >= 0")
+        bad = {k: v for k, v in self.class_map.items() if not isinstance(v, str) or not v.strip()}
+        if bad:
+            raise UserError(f"class_map values must be class names, got {bad}")
+
+
+def _workers(cfg: ShardConfig, n_files: int) -> int:
+    if cfg.workers:
+        return cfg.workers
+    return 1 if n_files < INLINE_BELOW else default_workers()
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: str | None = None) -> dict:
+    cfg.check()
+    work = Path(work)
+    source = sources.scan(data_root, cfg.class_map)
+    for warning in source.warnings:
+        _say(f"warning: {warning}")
+    candidates = [e for e in source.entries if e.skip is None]
+    workers = _workers(cfg, len(candidates))
+
+    probes: dict[str, dict] = {}
+    by_path = {e.path: e.source for e in candidates}
+    paths = list(by_path)
+    batches = [paths[i:i + PROBE_BATCH] for i in range(0, len(paths), PROBE_BATCH)]
+    for batch, results in run_tasks(probe.probe_batch, batches, workers=workers, scheduler=scheduler,
+                                    desc="probe", unit="batch", extra=(cfg.max_pixels,)):
+        probes.update(zip((by_path[p] for p in batch), results, strict=True))
+
+    rows = manifest.decide(source.entries, probes, source.classes, seed=cfg.seed, val_fraction=cfg.val_fraction)
+    kept_domains = {r["domain"] for r in rows if r["status"] == "kept"}
+    empty = [d for d in source.domains if d not in kept_domains]
+    if empty:
+        # The manifest says why each file was skipped; write it before refusing the data.
+        manifest.write_manifest(work / manifest.MANIFEST_NAME, rows)
+        raise UserError(f"no usable images in {source.domain_path(empty[0])} (every file was skipped; "
+                        f"reasons in {work / manifest.MANIFEST_NAME})")
+
+    root = shards.shards_dir(work)
+    units = shards.plan_units(rows, cfg.shard_size, cfg.max_side)
+    written = {}
+    for _, result in run_tasks(shards.write_shard, units, workers=workers, scheduler=scheduler,
+                               desc="shards", unit="shard", extra=(str(root), cfg.max_pixels)):
+        written[result["name"]] = result
+    _remove_stale(root, {u["name"] for u in units})
+
+    stats = manifest.compute_stats(rows, source.domains, source.classes)
+    manifest.write_manifest(work / manifest.MANIFEST_NAME, rows)
+    write_json(root / shards.STATS_NAME, stats)
+    entries = [{"path": u["name"], "domain": u["domain"], "sha256": written[u["name"]]["sha256"],
+                "n": written[u["name"]]["n"]} for u in units]
+    index = {"classes": source.classes, "domains": source.domains, "shards": entries,
+             "shard_set_sha256": shards.checksum_of_entries(entries), "config": _recorded_config(cfg)}
+    write_json(root / shards.INDEX_NAME, index)
+
+    reused = sum(1 for r in written.values() if r["reused"])
+    _say(manifest.summary_line(stats, reused))
+    return {"files": stats["files"], "kept": stats["kept"], "skipped": stats["skipped"],
+            "skipped_by_reason": stats["skipped_by_reason"], "kept_by_domain": stats["kept_by_domain"],
+            "shards": len(units), "reused": reused, "warnings": source.warnings,
+            "shard_set_sha256": index["shard_set_sha256"]}
+
+
+def _recorded_config(cfg: ShardConfig) -> dict:
+    # Worker count changes speed, never bytes: leave it out so the index is identical across machines.
+    return {k: v for k, v in to_dict(cfg).items() if k != "workers"}
+
+
+def _remove_stale(root: Path, planned: set[str]) -> None:
+    """Delete shards (and sidecars, temp files) of earlier plans so the folder holds exactly this set."""
+    if not root.is_dir():
+        return
+    for path in sorted(root.glob("*/*")):
+        rel = path.relative_to(root).as_posix()
+        name = rel[:-3] + ".tar" if rel.endswith(".fp") else rel
+        if path.is_file() and (path.name.startswith(".") or name not in planned) and path.suffix in (".tar", ".fp", ".tmp"):
+            path.unlink()
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
