@@ -1,0 +1,175 @@
+"""Step "embed" of `rise-pipeline extract`: the teacher runs once, into WORK/embeddings.h5.
+
+Per shard, a part file under WORK/parts/ (reused when the shard's checksum and the teacher/augmentation
+config match, so a killed run resumes and an added shard costs only itself); the parts are then merged into
+the store, and the teacher report and the near-duplicate audit are computed from the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import __version__
+from pipeline.augment import PARAM_COLUMNS, AugmentConfig
+from pipeline.config import field, to_dict
+from pipeline.errors import UserError
+from pipeline.io import write_json
+from pipeline.prompts import RISE_TEMPLATES, anchor_names, display_names, text_embeddings
+from pipeline.store import SCHEMA_VERSION, SPLITS, STORE_NAME, ImageChunk, StoreReader, write_store
+
+log = logging.getLogger("rise.embed")
+PARTS_DIR = "parts"
+REPORT_NAME = "teacher_report.json"
+AUDIT_NAME = "audit.json"
+CONFIG_NAME = "embed_config.json"
+
+
+@dataclasses.dataclass
+class EmbedConfig:
+    model: str = field("RISE-tiny-ViT", "open_clip model name (ViT-B-16), hf-hub:ORG/REPO, or local-dir:PATH")
+    pretrained: str = field("data/teacher/teacher.pt",
+                            "open_clip pretrained tag (openai), a checkpoint file, or 'random' (tests only)")
+    views: int = field(20, "augmented views K per training image; K >= distill epochs (RISE: 20) gives a fresh "
+                           "view every epoch")
+    batch_size: int = field(256, "images per teacher forward pass")
+    precision: str = field("bf16", "autocast precision on GPU: fp32, fp16 or bf16 (the CPU always runs fp32)")
+    device: str = field("auto", "auto, cpu or cuda")
+    workers: int = field(-1, "DataLoader worker processes that decode and augment (-1: one per core, max 8)")
+    seed: int = field(0, "seed of the augmented views (per sample: hash of seed and key)")
+    dtype: str = field("float16", "embedding dtype in the store: float16 or float32")
+    templates: list[str] = field(list(RISE_TEMPLATES), "class prompt templates, each with one {}")
+    anchors: list[str] = field([], "domain anchor phrases; empty: readable domain names (art_painting -> "
+                                   "'art painting')")
+    class_names: dict = field({}, "display name overrides: class folder name -> name used in prompts")
+    audit_threshold: float = field(0.95, "cosine at or above which two clean views count as near-duplicates")
+    audit_neighbours: int = field(10, "neighbours searched per image by the audit")
+
+
+def _check(cfg: EmbedConfig) -> None:
+    if cfg.views < 0:
+        raise UserError(f"views must be >= 0, got {cfg.views}")
+    if cfg.batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.dtype not in ("float16", "float32"):
+        raise UserError(f"dtype must be float16 or float32, got {cfg.dtype!r}")
+    if cfg.precision not in ("fp32", "fp16", "bf16"):
+        raise UserError(f"precision must be fp32, fp16 or bf16, got {cfg.precision!r}")
+    if not cfg.templates or any(t.count("{}") != 1 for t in cfg.templates):
+        raise UserError("templates: give at least one, each with exactly one {} for the class name")
+    if not 0 < cfg.audit_threshold <= 1:
+        raise UserError(f"audit_threshold must be in (0, 1], got {cfg.audit_threshold}")
+
+
+def _loader_workers(cfg: EmbedConfig) -> int:
+    return min(8, os.cpu_count() or 1) if cfg.workers < 0 else cfg.workers
+
+
+def _task_workers(device: str) -> int:
+    """One dask worker per GPU when there are several; otherwise inline (the loader workers parallelise)."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 1:
+        return torch.cuda.device_count()
+    return 1
+
+
+def _chunks(paths: list[Path], classes: list[str], domains: list[str]):
+    """Parts loaded one at a time, so merging holds one shard's embeddings in memory, not the dataset's."""
+    from pipeline.embed import load_part
+
+    cidx, didx = {c: i for i, c in enumerate(classes)}, {d: i for i, d in enumerate(domains)}
+    for path in paths:
+        p = load_part(path)
+        if p is None:
+            raise UserError(f"part file {path} became unreadable during the merge; rerun to recompute it")
+        yield ImageChunk(keys=p["keys"].astype(object), labels=np.array([cidx[c] for c in p["class_names"]], np.int64),
+                         domains=np.array([didx[d] for d in p["domains"]], np.int64), splits=p["splits"],
+                         clean=p["clean"], view_keys=p["view_keys"].astype(object), view_emb=p["view_emb"],
+                         view_params=p["view_params"])
+
+
+def teacher_report(reader: StoreReader, skipped: list[dict], block: int = 65536) -> dict:
+    """Zero-shot accuracy (prompt ensemble, clean view) per domain x split, with counts."""
+    correct = np.zeros((len(reader.domain_names), len(SPLITS)), np.int64)
+    total = np.zeros_like(correct)
+    for s in range(0, len(reader), block):
+        rows = np.arange(s, min(len(reader), s + block))
+        pred = (reader.clean(rows) @ reader.text_class.T).argmax(1)
+        d, sp = reader.domains[rows], reader.splits[rows]
+        np.add.at(total, (d, sp), 1)
+        np.add.at(correct, (d, sp), (pred == reader.labels[rows]).astype(np.int64))
+    per = {dom: {sp: {"acc": round(float(correct[i, j] / total[i, j]), 6) if total[i, j] else None,
+                      "n": int(total[i, j])} for j, sp in enumerate(SPLITS)}
+           for i, dom in enumerate(reader.domain_names)}
+    return {"zero_shot_acc": round(float(correct.sum() / max(1, total.sum())), 6), "per_domain": per,
+            "n_images": len(reader), "n_view_rows": len(reader.view_keys), "views": reader.views_k,
+            "skipped": len(skipped), "skipped_samples": skipped,
+            "model": reader.attrs["model"], "pretrained": reader.attrs["pretrained"]}
+
+
+def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None) -> Path:
+    """Embed every shard of WORK/shards (reusing valid parts), merge into WORK/embeddings.h5, write reports."""
+    from pipeline.audit import audit
+    from pipeline.embed import SMALL_ARRAYS, EmbedSpec, embed_shard, get_teacher, load_part
+    from pipeline.parallel import run_tasks
+    from pipeline.shards import load_index, shard_set_checksum, shards_dir
+
+    _check(cfg)
+    work = Path(work)
+    index = load_index(work)
+    classes, domains = list(index["classes"]), list(index["domains"])
+    spec = EmbedSpec(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, precision=cfg.precision,
+                     views=cfg.views, seed=cfg.seed, batch_size=cfg.batch_size,
+                     loader_workers=_loader_workers(cfg), dtype=cfg.dtype, augment=AugmentConfig())
+    teacher = get_teacher(spec)
+    fp = spec.fingerprint(teacher)
+    parts_dir = work / PARTS_DIR
+    items = [{"path": str(shards_dir(work) / s["path"]), "rel": s["path"], "sha256": s["sha256"],
+              "part": str(parts_dir / f"{s['sha256'][:24]}-{fp[:16]}.npz")} for s in index["shards"]]
+    todo = []
+    for it in items:
+        part = load_part(Path(it["part"]), SMALL_ARRAYS) if Path(it["part"]).is_file() else None
+        if part is None or part["info"]["sha256"] != it["sha256"]:
+            todo.append(it)
+    log.info("embed: %d shard(s), %d reused, %d to embed (teacher %s / %s on %s)", len(items),
+             len(items) - len(todo), len(todo), cfg.model, cfg.pretrained, teacher.device)
+    for _, _summary in run_tasks(embed_shard, todo, workers=_task_workers(teacher.device), scheduler=scheduler,
+                                 desc="embed", unit="shard", extra=(spec,)):
+        pass
+    parts = [load_part(Path(it["part"]), SMALL_ARRAYS) for it in items]
+    if any(p is None for p in parts):
+        raise UserError(f"a part file under {parts_dir} is unreadable; rerun to recompute it")
+    skipped = [dict(b, shard=p["info"]["shard"]) for p in parts for b in p["info"]["bad"]]
+    unknown = {str(c) for p in parts for c in p["class_names"]} - set(classes)
+    if unknown:
+        raise UserError(f"shards hold class(es) {', '.join(sorted(unknown))} missing from the shard index")
+    n_images, n_views = sum(len(p["keys"]) for p in parts), sum(len(p["view_keys"]) for p in parts)
+    if n_images == 0:
+        raise UserError(f"no decodable image in the shards of {work}; see {work / REPORT_NAME}")
+
+    displays = display_names(classes, cfg.class_names)
+    anchors = anchor_names(domains, cfg.anchors)
+    text = text_embeddings(teacher.encode_text, displays, cfg.templates, anchors)
+    attrs = dict(teacher.provenance, schema_version=SCHEMA_VERSION, tool_version=__version__, views=cfg.views,
+                 augment=spec.augment.to_dict(), seed=cfg.seed, shard_set_sha256=shard_set_checksum(work),
+                 dtype=cfg.dtype, precision=teacher.precision,
+                 parts_fingerprint=fp, skipped=len(skipped))
+    store = work / STORE_NAME
+    write_store(store, attrs=attrs, class_names=classes, display_names=displays, domain_names=domains,
+                templates=list(cfg.templates), anchors=anchors, text=text, n_images=n_images, n_views=n_views,
+                chunks=_chunks([Path(it["part"]) for it in items], classes, domains), param_columns=PARAM_COLUMNS)
+    del parts
+    reader = StoreReader(store)
+    report = teacher_report(reader, skipped)
+    write_json(work / REPORT_NAME, report)
+    write_json(work / AUDIT_NAME, audit(reader, cfg.audit_threshold, cfg.audit_neighbours,
+                                        use_gpu=teacher.device.startswith("cuda")))
+    write_json(work / CONFIG_NAME, to_dict(cfg))
+    log.info("embed: %d images, %d with %d views, %d skipped; teacher zero-shot acc %.3f -> %s", n_images,
+             n_views, cfg.views, len(skipped), report["zero_shot_acc"], store)
+    return store
