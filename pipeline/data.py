@@ -1,0 +1,194 @@
+"""Distill data: source shards streamed with WebDataset, joined by key to the teacher store.
+
+Training items replay one stored augmented view per (sample, epoch) for the student, at the student's
+resolution, and carry the teacher's embedding of *that* view as the KD target (DESIGN.md decision 2).
+The view of a sample in epoch e is `perm(seed, key)[e % K]`: a per-sample permutation, so no view is
+reused before all K have been used, and the choice does not depend on which other samples exist.
+
+Without stored views (a store built with K = 0) the student gets a fresh augmentation drawn from a
+(seed, epoch, key)-seeded generator, and the KD target is the teacher's *clean* embedding. This is an
+approximation of RISE, whose teacher sees the same augmented image as the student.
+
+Order is a pure function of (seed, epoch, number of workers): shards are permuted per epoch, dealt to
+workers round-robin, read a few at a time in a seeded interleave and passed through a seeded shuffle
+buffer. The store is only touched through `StoreReader`, which memory-maps its embeddings inside each
+worker, so memory stays bounded whatever the store's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as F
+from torch.utils.data import IterableDataset, get_worker_info
+from torchvision.transforms import InterpolationMode
+
+from .augment import AugmentConfig, ViewParams, apply_view, sample_view
+from .errors import BadSample
+from .images import decode_rgb
+from .shards import iter_samples
+
+log = logging.getLogger(__name__)
+
+TRAIN, VAL = 0, 1
+# Shards read at once per worker: mixes domains/classes within a batch without opening every file.
+OPEN_SHARDS = 8
+
+
+def seeded_rng(*parts) -> np.random.Generator:
+    """A generator seeded by a hash of `parts`: independent streams without coordination."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def view_index(seed: int, key: str, epoch: int, k: int) -> int:
+    """Stored view used for `key` in `epoch`: a per-sample permutation of the K views, cycled."""
+    return int(seeded_rng("view-schedule", seed, key).permutation(k)[epoch % k])
+
+
+def to_uint8_tensor(img) -> torch.Tensor:
+    """RGB PIL image -> 3 x H x W uint8 (normalisation happens on the model's device)."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+def eval_image(img, size: int) -> torch.Tensor:
+    """RISE's test transform: resize to size x size (no crop)."""
+    return to_uint8_tensor(F.resize(img, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True))
+
+
+def augment_config_of(store) -> AugmentConfig:
+    raw = store.attrs.get("augment")
+    if not isinstance(raw, dict):
+        return AugmentConfig()
+    return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+class _StoreStream(IterableDataset):
+    """Shared plumbing: which shards this worker reads, and which of their samples the store keeps."""
+
+    def __init__(self, shards: Sequence[Path], store, domains: Sequence[int], splits: Sequence[int] | None,
+                 image_size: int, seed: int):
+        super().__init__()
+        self.shards = [Path(p) for p in shards]
+        self.store = store
+        self.domains = frozenset(int(d) for d in domains)
+        self.splits = None if splits is None else frozenset(int(s) for s in splits)
+        self.image_size = image_size
+        self.seed = seed
+        self.epoch = 0
+
+    def rows(self) -> np.ndarray:
+        """Store rows this stream yields (for counts and progress bars)."""
+        mask = np.isin(self.store.domains, list(self.domains))
+        if self.splits is not None:
+            mask &= np.isin(self.store.splits, list(self.splits))
+        return np.flatnonzero(mask)
+
+    def __len__(self) -> int:
+        return len(self.rows())
+
+    def _wanted(self, key: str) -> int | None:
+        """Store row of `key` if this stream uses it; samples the embed step skipped are not in the store."""
+        try:
+            row = self.store.row_of(key)
+        except KeyError:
+            return None
+        if int(self.store.domains[row]) not in self.domains:
+            return None
+        if self.splits is not None and int(self.store.splits[row]) not in self.splits:
+            return None
+        return row
+
+    def _my_shards(self, order: Sequence[Path]) -> list[Path]:
+        info = get_worker_info()
+        return list(order) if info is None else list(order)[info.id::info.num_workers]
+
+
+class TrainStream(_StoreStream):
+    """(image uint8 3xSxS, label, teacher embedding of the same view, domain, store row) for training; set `epoch`
+    before each pass (workers receive a fresh copy of the dataset every epoch)."""
+
+    def __init__(self, shards, store, domains, image_size: int, seed: int, shuffle_buffer: int = 2000):
+        super().__init__(shards, store, domains, [TRAIN], image_size, seed)
+        self.shuffle_buffer = shuffle_buffer
+        self.augment = augment_config_of(store)
+
+    def item(self, key: str, data: bytes, row: int, epoch: int) -> tuple:
+        """One training item for `key` in `epoch` (public so tests can check the replay directly)."""
+        img = decode_rgb(data)
+        store = self.store
+        if store.has_views:
+            vrow = store.view_row_of(key)
+            k = view_index(self.seed, key, epoch, store.views_k)
+            params = ViewParams.from_array(store.view_params([vrow], [k])[0])
+            target = store.view_embedding([vrow], [k])[0]
+        else:
+            params = sample_view(seeded_rng("fresh-view", self.seed, epoch, key), img.width, img.height, self.augment)
+            target = store.clean([row])[0]
+        image = to_uint8_tensor(apply_view(img, params, self.image_size))
+        return (image, int(store.labels[row]), torch.from_numpy(np.ascontiguousarray(target)),
+                int(store.domains[row]), row)
+
+    def _interleaved(self, shards: list[Path], rng: np.random.Generator) -> Iterator:
+        pending = list(shards)
+        live = []
+        while pending or live:
+            while pending and len(live) < OPEN_SHARDS:
+                live.append(iter_samples([pending.pop(0)]))
+            i = int(rng.integers(len(live)))
+            sample = next(live[i], None)
+            if sample is None:
+                live.pop(i)
+            else:
+                yield sample
+
+    def __iter__(self) -> Iterator[tuple]:
+        epoch = self.epoch
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+        order = [self.shards[i] for i in seeded_rng("shards", self.seed, epoch).permutation(len(self.shards))]
+        rng = seeded_rng("stream", self.seed, epoch, worker)
+        buffer: list[tuple[str, bytes, int]] = []
+        for sample in self._interleaved(self._my_shards(order), rng):
+            row = self._wanted(sample.key)
+            if row is None:
+                continue
+            buffer.append((sample.key, sample.data, row))
+            if len(buffer) >= self.shuffle_buffer:
+                out = self._emit(buffer.pop(int(rng.integers(len(buffer)))), epoch)
+                if out is not None:
+                    yield out
+        while buffer:
+            out = self._emit(buffer.pop(int(rng.integers(len(buffer)))), epoch)
+            if out is not None:
+                yield out
+
+    def _emit(self, entry: tuple[str, bytes, int], epoch: int):
+        key, data, row = entry
+        try:
+            return self.item(key, data, row, epoch)
+        except BadSample as e:  # a bad sample never ends a run (DESIGN.md decision 10)
+            log.warning("skipping sample %s: %s", key, e)
+            return None
+
+
+class EvalStream(_StoreStream):
+    """(image uint8 3xSxS resized, label, clean teacher embedding, domain, store row), shards in index order."""
+
+    def __iter__(self) -> Iterator[tuple]:
+        for sample in iter_samples(self._my_shards(self.shards)):
+            row = self._wanted(sample.key)
+            if row is None:
+                continue
+            try:
+                image = eval_image(decode_rgb(sample.data), self.image_size)
+            except BadSample as e:
+                log.warning("skipping sample %s: %s", sample.key, e)
+                continue
+            target = torch.from_numpy(self.store.clean([row])[0])
+            yield image, int(self.store.labels[row]), target, int(self.store.domains[row]), row

@@ -1,0 +1,44 @@
+"""A tiny real work folder for distill tests: generated images -> real shards (stages.shard) -> real teacher
+store (stages.embed, RISE-micro-ViT with seeded random weights). Built once per session and per K."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DOMAINS = ("cartoon", "photo", "sketch")
+CLASSES = ("dog", "house")
+PER_CELL = 10  # images per domain x class: 60 in all, ~18 train / ~2 val per source domain
+
+
+def make_dataset(root: Path, seed: int = 0) -> Path:
+    """DomainBed layout root/<domain>/<class>/<n>.png with varied sizes (crop boxes differ per image)."""
+    rng = np.random.default_rng(seed)
+    for d_i, domain in enumerate(DOMAINS):
+        for c_i, cls in enumerate(CLASSES):
+            folder = root / domain / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(PER_CELL):
+                w, h = int(rng.integers(36, 56)), int(rng.integers(36, 56))
+                base = np.full((h, w, 3), 40 + 70 * d_i, dtype=np.uint8)
+                base[h // 4: 3 * h // 4, w // 4: 3 * w // 4, c_i] = 230  # class = colour of a central square
+                noise = rng.integers(0, 40, size=(h, w, 3), dtype=np.uint8)
+                Image.fromarray(base + noise).save(folder / f"{n:03d}.png")
+    return root
+
+
+def make_work(tmp: Path, views: int) -> Path:
+    """Shard and embed the generated dataset into tmp/work; returns the work folder."""
+    from stages.embed import EmbedConfig
+    from stages.embed import run as embed_run
+    from stages.shard import ShardConfig
+    from stages.shard import run as shard_run
+
+    data = make_dataset(tmp / "data")
+    work = tmp / "work"
+    shard_run(ShardConfig(val_fraction=0.15, seed=0, shard_size=8, workers=1), data_root=data, work=work)
+    embed_run(EmbedConfig(model="RISE-micro-ViT", pretrained="random", views=views, batch_size=64, device="cpu",
+                          workers=0, seed=0, dtype="float32"), work=work)
+    return work
