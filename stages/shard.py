@@ -58,8 +58,6 @@ def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: st
     cfg.check()
     work = Path(work)
     source = sources.scan(data_root, cfg.class_map)
-    for warning in source.warnings:
-        _say(f"warning: {warning}")
     candidates = [e for e in source.entries if e.skip is None]
     workers = _workers(cfg, len(candidates))
 
@@ -79,6 +77,8 @@ def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: st
         manifest.write_manifest(work / manifest.MANIFEST_NAME, rows)
         raise UserError(f"no usable images in {source.domain_path(empty[0])} (every file was skipped; "
                         f"reasons in {work / manifest.MANIFEST_NAME})")
+    for warning in source.warnings:
+        _say(f"warning: {warning}")
 
     root = shards.shards_dir(work)
     units = shards.plan_units(rows, cfg.shard_size, cfg.max_side)

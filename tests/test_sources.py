@@ -1,0 +1,116 @@
+"""Input layouts (folder, CSV, JSONL), class names, and the user errors of the shard step via the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from shard_fixtures import jpeg, make_plain, run_cli, tree_bytes, write
+
+from pipeline import shards
+from pipeline.manifest import read_manifest
+from stages.shard import ShardConfig, run
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_bad_roots_are_one_line_errors_naming_the_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    assert_user_error(run_cli("--data-root", str(missing), "--out", str(tmp_path / "w")),
+                      "data root not found", str(missing))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_user_error(run_cli("--data-root", str(empty), "--out", str(tmp_path / "w")),
+                      "data root is empty", str(empty))
+    flat = tmp_path / "flat"
+    write(flat / "a.jpg", jpeg(1))
+    assert_user_error(run_cli("--data-root", str(flat), "--out", str(tmp_path / "w")),
+                      "no domain folders", str(flat))
+
+
+def test_domain_without_images_is_an_error_naming_it(tmp_path):
+    root = make_plain(tmp_path / "DATA", domains=("photo",))
+    (root / "sketch" / "dog").mkdir(parents=True)
+    assert_user_error(run_cli("--data-root", str(root), "--out", str(tmp_path / "w")),
+                      "has no images", str(root / "sketch"))
+    write(root / "sketch" / "dog" / "readme.txt", b"not a picture")
+    write(root / "sketch" / "dog" / "zero.jpg", b"")
+    result = run_cli("--data-root", str(root), "--out", str(tmp_path / "w2"))
+    assert_user_error(result, "no usable images", str(root / "sketch"))
+    reasons = {r["source"]: r["reason"] for r in read_manifest(tmp_path / "w2" / "manifest.jsonl")}
+    assert reasons["sketch/dog/readme.txt"] == "not_image" and reasons["sketch/dog/zero.jpg"] == "empty"
+
+
+def test_clashing_class_names_are_listed_and_a_class_map_resolves_them(tmp_path):
+    root = make_plain(tmp_path / "DATA", domains=("photo", "sketch"), classes=("big_cat",), per_class=2)
+    write(root / "art" / "Big Cat" / "a.jpg", jpeg(501))
+    write(root / "art" / "bigcat" / "b.jpg", jpeg(502))
+    write(root / "art" / "Dog" / "c.jpg", jpeg(503))
+    write(root / "photo" / "dog" / "d.jpg", jpeg(504))
+    result = run_cli("--data-root", str(root), "--out", str(tmp_path / "w"))
+    assert_user_error(result, "'Big Cat' (art)", "'big_cat' (photo, sketch)", "'bigcat' (art)",
+                      "'Dog' (art)", "'dog' (photo)", "class_map")
+    params = tmp_path / "params.yaml"
+    params.write_text("shard:\n  class_map: {'Big Cat': big_cat, bigcat: big_cat, Dog: dog}\n")
+    result = run_cli("--data-root", str(root), "--out", str(tmp_path / "w"), "--params", str(params))
+    assert result.returncode == 0, result.stderr
+    assert "warning: class 'dog' is missing from domain(s) sketch" in result.stderr
+    index = shards.load_index(tmp_path / "w")
+    assert index["classes"] == ["big_cat", "dog"]
+    got = {s.key: s for s in shards.iter_samples(shards.shard_paths(tmp_path / "w", ["art"]))}
+    assert got["art/Big~20Cat/a~2Ejpg"].meta["class_name"] == "big_cat"
+    assert got["art/Dog/c~2Ejpg"].cls == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_index_file_gives_the_same_shards_as_the_folder(tmp_path, fmt):
+    root = make_plain(tmp_path / "DATA", per_class=3)
+    folder = tmp_path / "from_folder"
+    run(ShardConfig(shard_size=4, workers=1), data_root=root, work=folder)
+    rows = [{"path": p, "domain": p.split("/")[0], "class": p.split("/")[1]}
+            for p in sorted(r["source"] for r in read_manifest(folder / "manifest.jsonl"))]
+    rows.append({"path": "photo/cat/gone.jpg", "domain": "photo", "class": "cat"})
+    rows.append(dict(rows[0]))
+    index = root / f"index.{fmt}"
+    if fmt == "csv":
+        with open(index, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "domain", "class"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    indexed = tmp_path / "from_index"
+    summary = run(ShardConfig(shard_size=4, workers=1), data_root=index, work=indexed)
+    assert summary["skipped_by_reason"] == {"duplicate_row": 1, "missing_file": 1}
+    assert {k: v for k, v in tree_bytes(indexed).items() if k.startswith("shards/") and k != "shards/stats.json"} \
+        == {k: v for k, v in tree_bytes(folder).items() if k.startswith("shards/") and k != "shards/stats.json"}
+
+
+def test_bad_index_files_are_user_errors(tmp_path):
+    bad_csv = tmp_path / "i.csv"
+    bad_csv.write_text("path,domain\na.jpg,x\n")
+    assert_user_error(run_cli("--data-root", str(bad_csv), "--out", str(tmp_path / "w")),
+                      "lacks column(s) class", str(bad_csv))
+    bad_jsonl = tmp_path / "i.jsonl"
+    bad_jsonl.write_text('{"path": "a.jpg", "domain": "x", "class": "y"}\n{oops\n')
+    assert_user_error(run_cli("--data-root", str(bad_jsonl), "--out", str(tmp_path / "w")),
+                      "line 2 is not JSON", str(bad_jsonl))
+    other = tmp_path / "list.txt"
+    other.write_text("a.jpg\n")
+    assert_user_error(run_cli("--data-root", str(other), "--out", str(tmp_path / "w")), "not a .csv or .jsonl")
+
+
+def test_bad_options_are_user_errors(tmp_path):
+    root = make_plain(tmp_path / "DATA", per_class=1)
+    assert_user_error(run_cli("--data-root", str(root), "--out", str(tmp_path / "w"), "--val-fraction", "1.5"),
+                      "val_fraction")
+    assert_user_error(run_cli("--data-root", str(root), "--out", str(tmp_path / "w"), "--shard-size", "0"),
+                      "shard_size")
