@@ -299,7 +299,10 @@ def iter_samples(paths: Iterable[str | Path]) -> Iterator[Sample]:
         expected = _expected_counts(path)
         n = 0
         try:
-            dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+            # No node/worker splitting: callers choose which shards each DataLoader worker reads, and
+            # webdataset's default split would leave worker i>0 of a one-shard list with no samples.
+            dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False,
+                                     nodesplitter=None, workersplitter=None)
             for raw in dataset:
                 yield _to_sample(raw, path)
                 n += 1
