@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import re
+import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,18 +184,24 @@ def write_shard(unit: dict, shards_root: str, max_pixels: int) -> dict:
 
 
 def write_tar(fileobj, samples: Iterable[dict]) -> int:
-    """Write samples ({'__key__', ext: bytes, 'cls': bytes, 'json': bytes}) with webdataset's TarWriter.
+    """Write samples ({'__key__', ext: bytes, ...}) as a WebDataset tar; returns the sample count.
 
-    Member metadata is fixed (mtime 0, uid/gid 0, fixed names, mode 0444) and members are written in
-    sorted-extension order, so the bytes depend only on the samples. PAX format allows long keys.
+    The same layout as webdataset's TarWriter (members `<key>.<ext>` in sorted-extension order, a
+    streamed PAX tar) but with every header field fixed (mtime 0, uid/gid 0, names 'rise', mode 0444),
+    so the bytes depend only on the samples. Plain `tarfile` rather than TarWriter because importing
+    webdataset imports torch (seconds per dask worker) and the shard step needs neither.
     """
-    from webdataset import TarWriter
-
     n = 0
-    with TarWriter(fileobj, encoder=False, mtime=TAR_MTIME, user="rise", group="rise", mode=0o444,
-                   format="PAX_FORMAT") as writer:
+    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for sample in samples:
-            writer.write(sample)
+            key = sample["__key__"]
+            for ext in sorted(k for k in sample if k != "__key__"):
+                data = sample[ext]
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+                info.uid = info.gid = 0
+                info.uname = info.gname = "rise"
+                tar.addfile(info, io.BytesIO(data))
             n += 1
     return n
 

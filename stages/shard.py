@@ -7,6 +7,7 @@ last, so an index only exists for a complete shard set.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pipeline.config import field, to_dict
 from pipeline.errors import UserError
 from pipeline.images import MAX_PIXELS
 from pipeline.io import write_json
-from pipeline.parallel import default_workers, run_tasks
+from pipeline.parallel import dask_client, default_workers, run_tasks
 
 PROBE_BATCH = 64            # files per probe task: large enough to amortise dask's per-task cost
 INLINE_BELOW = 1000         # with workers=0 (auto), smaller datasets run in-process (no cluster start-up)
@@ -61,6 +62,29 @@ def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: st
     candidates = [e for e in source.entries if e.skip is None]
     workers = _workers(cfg, len(candidates))
 
+    with _shared_cluster(workers, scheduler) as scheduler:
+        rows, units, written = _probe_plan_write(cfg, source, candidates, work, workers, scheduler)
+
+    root = shards.shards_dir(work)
+    stats = manifest.compute_stats(rows, source.domains, source.classes)
+    manifest.write_manifest(work / manifest.MANIFEST_NAME, rows)
+    write_json(root / shards.STATS_NAME, stats)
+    entries = [{"path": u["name"], "domain": u["domain"], "sha256": written[u["name"]]["sha256"],
+                "n": written[u["name"]]["n"]} for u in units]
+    index = {"classes": source.classes, "domains": source.domains, "shards": entries,
+             "shard_set_sha256": shards.checksum_of_entries(entries), "config": _recorded_config(cfg)}
+    write_json(root / shards.INDEX_NAME, index)
+
+    reused = sum(1 for r in written.values() if r["reused"])
+    _say(manifest.summary_line(stats, reused))
+    return {"files": stats["files"], "kept": stats["kept"], "skipped": stats["skipped"],
+            "skipped_by_reason": stats["skipped_by_reason"], "kept_by_domain": stats["kept_by_domain"],
+            "shards": len(units), "reused": reused, "warnings": source.warnings,
+            "shard_set_sha256": index["shard_set_sha256"]}
+
+
+def _probe_plan_write(cfg: ShardConfig, source: sources.Source, candidates: list, work: Path, workers: int,
+                      scheduler: str | None) -> tuple[list[dict], list[dict], dict]:
     probes: dict[str, dict] = {}
     by_path = {e.path: e.source for e in candidates}
     paths = list(by_path)
@@ -87,22 +111,17 @@ def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: st
                                desc="shards", unit="shard", extra=(str(root), cfg.max_pixels)):
         written[result["name"]] = result
     _remove_stale(root, {u["name"] for u in units})
+    return rows, units, written
 
-    stats = manifest.compute_stats(rows, source.domains, source.classes)
-    manifest.write_manifest(work / manifest.MANIFEST_NAME, rows)
-    write_json(root / shards.STATS_NAME, stats)
-    entries = [{"path": u["name"], "domain": u["domain"], "sha256": written[u["name"]]["sha256"],
-                "n": written[u["name"]]["n"]} for u in units]
-    index = {"classes": source.classes, "domains": source.domains, "shards": entries,
-             "shard_set_sha256": shards.checksum_of_entries(entries), "config": _recorded_config(cfg)}
-    write_json(root / shards.INDEX_NAME, index)
 
-    reused = sum(1 for r in written.values() if r["reused"])
-    _say(manifest.summary_line(stats, reused))
-    return {"files": stats["files"], "kept": stats["kept"], "skipped": stats["skipped"],
-            "skipped_by_reason": stats["skipped_by_reason"], "kept_by_domain": stats["kept_by_domain"],
-            "shards": len(units), "reused": reused, "warnings": source.warnings,
-            "shard_set_sha256": index["shard_set_sha256"]}
+@contextlib.contextmanager
+def _shared_cluster(workers: int, scheduler: str | None):
+    """One local dask cluster for both parallel phases (its start-up costs seconds: pay it once)."""
+    if scheduler or workers <= 1:
+        yield scheduler
+        return
+    with dask_client(workers) as client:
+        yield client.scheduler.address
 
 
 def _recorded_config(cfg: ShardConfig) -> dict:

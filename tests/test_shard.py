@@ -192,3 +192,15 @@ def test_read_api_rejects_truncated_shard_and_unknown_domain(work, tmp_path):
     assert shards.shard_set_checksum(work_dir) == hashlib.sha256("".join(lines).encode()).hexdigest()
     with pytest.raises(UserError, match="no shard index"):
         shards.load_index(tmp_path / "empty")
+
+
+def test_tar_layout_is_webdatasets_own(tmp_path):
+    """Our tarfile writer gives the very bytes webdataset's TarWriter gives with the same fixed fields."""
+    samples = [shards.encode_sample(shards.make_key(f"d/c/{'long ' * 40}{i}.x.jpg"), "jpg", bytes([i]) * 700, i,
+                                    {"i": i, "name": "ü"}) for i in range(3)]
+    buf = io.BytesIO()
+    with wds.TarWriter(buf, encoder=False, mtime=0, user="rise", group="rise", mode=0o444,
+                       format="PAX_FORMAT") as writer:
+        for s in samples:
+            writer.write(s)
+    assert shards.tar_bytes(samples) == buf.getvalue()

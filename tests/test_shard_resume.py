@@ -14,21 +14,20 @@ from pipeline.manifest import read_manifest
 from stages.shard import ShardConfig, run
 
 KILLER = textwrap.dedent("""
-    import os, signal, sys
-    import webdataset
+    import os, signal, sys, tarfile
     from stages.shard import ShardConfig, run
 
     kill_after, count = int(sys.argv[3]), [0]
-    original = webdataset.TarWriter.write
+    original = tarfile.TarFile.addfile
 
-    def write(self, sample):  # hard kill (no cleanup) in the middle of a shard
+    def addfile(self, info, fileobj=None):  # hard kill (no clean-up) in the middle of a shard
         count[0] += 1
         if count[0] > kill_after:
-            self.stream.flush()
+            self.fileobj.fileobj.flush()
             os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, sample)
+        return original(self, info, fileobj)
 
-    webdataset.TarWriter.write = write
+    tarfile.TarFile.addfile = addfile
     run(ShardConfig(shard_size=4, workers=1), data_root=sys.argv[1], work=sys.argv[2])
 """)
 
@@ -39,7 +38,7 @@ def test_killed_run_leaves_no_partial_shard_and_resumes_to_identical_bytes(tmp_p
     run(ShardConfig(shard_size=4, workers=1), data_root=root, work=reference)
 
     work = tmp_path / "work"
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(root), str(work), "10"], cwd=REPO,
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(root), str(work), "30"], cwd=REPO,
                             capture_output=True, timeout=120)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     finals = sorted((work / "shards").glob("*/*.tar"))
