@@ -115,7 +115,7 @@ def teacher_report(reader: StoreReader, skipped: list[dict], block: int = 65536)
 def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None) -> Path:
     """Embed every shard of WORK/shards (reusing valid parts), merge into WORK/embeddings.h5, write reports."""
     from pipeline.audit import audit
-    from pipeline.embed import SMALL_ARRAYS, EmbedSpec, embed_shard, get_teacher, load_part
+    from pipeline.embed import SMALL_ARRAYS, EmbedSpec, embed_shards, get_teacher, load_part
     from pipeline.parallel import run_tasks
     from pipeline.shards import load_index, shard_set_checksum, shards_dir
 
@@ -138,8 +138,12 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
             todo.append(it)
     log.info("embed: %d shard(s), %d reused, %d to embed (teacher %s / %s on %s)", len(items),
              len(items) - len(todo), len(todo), cfg.model, cfg.pretrained, teacher.device)
-    for _, _summary in run_tasks(embed_shard, todo, workers=_task_workers(teacher.device), scheduler=scheduler,
-                                 desc="embed", unit="shard", extra=(spec,)):
+    n_tasks = _task_workers(teacher.device)
+    # In-process: one loader streams every pending shard (no per-shard worker start-up or drain). On a
+    # cluster: one shard per task, so dask balances them over the workers (GPUs).
+    groups = [todo] if todo and n_tasks <= 1 and not scheduler else [[it] for it in todo]
+    for _ in run_tasks(embed_shards, groups, workers=n_tasks, scheduler=scheduler, desc="embed", unit="task",
+                       extra=(spec,)):
         pass
     parts = [load_part(Path(it["part"]), SMALL_ARRAYS) for it in items]
     if any(p is None for p in parts):

@@ -115,19 +115,19 @@ def test_resume_and_incremental_reuse(built, tmp_path, monkeypatch):
     shards = default_shards()
     work = write_shard_set(tmp_path / "work", shards)
     calls = []
-    real = pipeline.embed.embed_shard
+    real = pipeline.embed.write_part
 
-    def killed_after_two(item, spec):
+    def killed_after_two(item, *args):
         if len(calls) == 2:
-            raise KeyboardInterrupt  # the run is killed while the third shard is being embedded
+            raise KeyboardInterrupt  # the run is killed while the third shard is being finished
         calls.append(item["rel"])
-        return real(item, spec)
+        return real(item, *args)
 
-    monkeypatch.setattr(pipeline.embed, "embed_shard", killed_after_two)
+    monkeypatch.setattr(pipeline.embed, "write_part", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(), work)
     assert not (work / "embeddings.h5").exists() and len(list((work / "parts").glob("*.npz"))) == 2
-    monkeypatch.setattr(pipeline.embed, "embed_shard", lambda item, spec: calls.append(item["rel"]) or real(item, spec))
+    monkeypatch.setattr(pipeline.embed, "write_part", lambda item, *a: calls.append(item["rel"]) or real(item, *a))
     run(_cfg(), work)
     assert len(calls) == 4 and len(set(calls)) == 4  # the resumed run embedded only the two missing shards
     assert (work / "embeddings.h5").read_bytes() == (built / "embeddings.h5").read_bytes()
