@@ -85,8 +85,11 @@ def _scan_folder(root: Path) -> list[FileEntry]:
     if not domain_dirs:
         raise UserError(f"no domain folders in {root} (expected DATA/<domain>/<class>/<image>)")
     entries = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    seen_dirs: set[str] = set()
+    # Follow symlinked folders (datasets are often assembled from links) but never twice (loops).
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        seen_dirs.add(os.path.realpath(dirpath))
+        dirnames[:] = sorted(d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs)
         for name in sorted(filenames):
             abs_path = Path(dirpath) / name
             rel = abs_path.relative_to(root).as_posix()

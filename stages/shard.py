@@ -58,6 +58,8 @@ def _say(line: str) -> None:
 def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: str | None = None) -> dict:
     cfg.check()
     work = Path(work)
+    if Path(data_root).is_dir() and Path(work).resolve().is_relative_to(Path(data_root).resolve()):
+        raise UserError(f"--out {work} is inside the data root {data_root}; its files would be scanned as data")
     source = sources.scan(data_root, cfg.class_map)
     candidates = [e for e in source.entries if e.skip is None]
     workers = _workers(cfg, len(candidates))

@@ -82,6 +82,7 @@ def bad_files(seed: int) -> dict[str, tuple[bytes, str]]:
         "cut.jpg": (good[: len(good) // 2], "truncated"),
         "broken.png": (bytes(body_broken), "corrupt"),
         "bomb.png": (png_bomb(), "decompression_bomb"),
+        "icon.ico": (encode(noise(16, 16, seed + 2), "ICO"), "unsupported_format"),
     }
 
 

@@ -103,3 +103,15 @@ def test_two_dask_workers_write_the_same_bytes_as_one(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "kept 20 (a 10, b 10)" in result.stderr
     assert tree_bytes(tmp_path / "dask") == tree_bytes(inline)
+
+
+def test_existing_dask_scheduler_is_used(tmp_path):
+    from dask.distributed import LocalCluster
+
+    root = make_plain(tmp_path / "DATA", domains=("a",), per_class=3)
+    run(ShardConfig(shard_size=2, workers=1), data_root=root, work=tmp_path / "inline")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        summary = run(ShardConfig(shard_size=2), data_root=root, work=tmp_path / "cluster",
+                      scheduler=cluster.scheduler_address)
+    assert summary["kept"] == 6
+    assert tree_bytes(tmp_path / "cluster") == tree_bytes(tmp_path / "inline")

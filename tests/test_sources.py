@@ -114,3 +114,13 @@ def test_bad_options_are_user_errors(tmp_path):
                       "val_fraction")
     assert_user_error(run_cli("--data-root", str(root), "--out", str(tmp_path / "w"), "--shard-size", "0"),
                       "shard_size")
+
+
+def test_symlinked_domain_is_followed_and_out_inside_root_is_refused(tmp_path):
+    elsewhere = make_plain(tmp_path / "elsewhere", domains=("sketch",), per_class=2, seed=7)
+    root = make_plain(tmp_path / "DATA", domains=("photo",), per_class=2)
+    (root / "sketch").symlink_to(elsewhere / "sketch", target_is_directory=True)
+    (root / "sketch" / "cat" / "loop").symlink_to(root, target_is_directory=True)
+    summary = run(ShardConfig(workers=1), data_root=root, work=tmp_path / "w")
+    assert summary["kept_by_domain"] == {"photo": 4, "sketch": 4}
+    assert_user_error(run_cli("--data-root", str(root), "--out", str(root / "work")), "inside the data root")
