@@ -151,6 +151,9 @@ def _scan_index(index: Path) -> list[FileEntry]:
             entries.append(FileEntry(source, abs_path, skip="duplicate_row", detail="listed again in the index"))
         elif not domain or not cls:
             entries.append(FileEntry(source, abs_path, skip="bad_index_row", detail="empty domain or class"))
+        elif "/" in domain or "\\" in domain or domain in (".", ".."):
+            # The domain names a shard folder: it must not reach outside WORK/shards.
+            entries.append(FileEntry(source, abs_path, skip="bad_index_row", detail=f"domain {domain!r} is not a folder name"))
         elif not os.path.isfile(abs_path):
             entries.append(FileEntry(source, abs_path, skip="missing_file", detail="listed but not on disk"))
         else:

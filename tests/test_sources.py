@@ -79,6 +79,7 @@ def test_index_file_gives_the_same_shards_as_the_folder(tmp_path, fmt):
             for p in sorted(r["source"] for r in read_manifest(folder / "manifest.jsonl"))]
     rows.append({"path": "photo/cat/gone.jpg", "domain": "photo", "class": "cat"})
     rows.append(dict(rows[0]))
+    rows.append({"path": "photo/cat/escape.jpg", "domain": "../../escape", "class": "cat"})
     index = root / f"index.{fmt}"
     if fmt == "csv":
         with open(index, "w", newline="") as f:
@@ -89,7 +90,7 @@ def test_index_file_gives_the_same_shards_as_the_folder(tmp_path, fmt):
         index.write_text("".join(json.dumps(r) + "\n" for r in rows))
     indexed = tmp_path / "from_index"
     summary = run(ShardConfig(shard_size=4, workers=1), data_root=index, work=indexed)
-    assert summary["skipped_by_reason"] == {"duplicate_row": 1, "missing_file": 1}
+    assert summary["skipped_by_reason"] == {"bad_index_row": 1, "duplicate_row": 1, "missing_file": 1}
     assert {k: v for k, v in tree_bytes(indexed).items() if k.startswith("shards/") and k != "shards/stats.json"} \
         == {k: v for k, v in tree_bytes(folder).items() if k.startswith("shards/") and k != "shards/stats.json"}
 
