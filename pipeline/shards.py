@@ -12,6 +12,7 @@ step's per-shard cache keeps what did not change.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -264,18 +265,21 @@ def checksum_of_entries(entries: Iterable[dict]) -> str:
 
 def _expected_counts(path: Path) -> int | None:
     """The sample count the index records for `path`, when it sits in an indexed shards folder."""
-    for parent in (path.parent.parent, path.parent):
-        index_path = parent / INDEX_NAME
-        if index_path.is_file():
-            try:
-                entries = json.loads(index_path.read_text(encoding="utf-8"))["shards"]
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
-            for e in entries:
-                if (parent / e["path"]).resolve() == path.resolve():
-                    return int(e["n"])
-            return None
-    return None
+    index_path = path.parent.parent / INDEX_NAME
+    try:
+        counts = _index_counts(str(index_path), index_path.stat().st_mtime_ns)
+    except OSError:
+        return None
+    return counts.get(f"{path.parent.name}/{path.name}")
+
+
+@functools.lru_cache(maxsize=8)
+def _index_counts(index_path: str, mtime_ns: int) -> dict[str, int]:
+    """{relative shard path: n} of an index (cached per file version: readers ask once per shard)."""
+    try:
+        return {e["path"]: int(e["n"]) for e in json.loads(Path(index_path).read_text(encoding="utf-8"))["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _check_tar_end(path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 
 import pytest
@@ -187,6 +188,14 @@ def test_read_api_rejects_truncated_shard_and_unknown_domain(work, tmp_path):
         bad.write_bytes(data[:cut])
         with pytest.raises(UserError, match=str(bad)):
             list(shards.iter_samples([bad]))
+    # A shard cut exactly between samples is still a valid tar: the index's count catches it.
+    short = list(shards.iter_samples([path]))[:-1]
+    copy = tmp_path / "copy"
+    shutil.copytree(work_dir / "shards", copy / "shards")
+    (copy / "shards" / "sketch" / path.name).write_bytes(shards.tar_bytes(
+        shards.encode_sample(s.key, s.ext, s.data, s.cls, s.meta) for s in short))
+    with pytest.raises(UserError, match=f"holds {len(short)} samples but the index says {len(short) + 1}"):
+        list(shards.iter_samples(shards.shard_paths(copy, ["sketch"])))
     lines = sorted(f"{e['path']} {hashlib.sha256((work_dir / 'shards' / e['path']).read_bytes()).hexdigest()}\n"
                    for e in shards.load_index(work_dir)["shards"])
     assert shards.shard_set_checksum(work_dir) == hashlib.sha256("".join(lines).encode()).hexdigest()
