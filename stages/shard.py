@@ -30,7 +30,7 @@ class ShardConfig:
     shard_size: int = field(1000, "Most samples per shard tar (boundaries are content-defined; see docs/shard.md).")
     max_side: int = field(0, "Re-encode images whose longer side exceeds this many pixels; 0 keeps originals.")
     max_pixels: int = field(MAX_PIXELS, "Images with more pixels are skipped as decompression bombs.")
-    workers: int = field(0, "Local dask worker processes; 1 runs in-process, 0 picks one per core.")
+    workers: int = field(0, "Local dask worker processes; 1 runs in-process, 0 = one per core (in-process under 1000 files).")
     class_map: dict = field({}, "Rename class folders before they are merged, e.g. {'Dog': 'dog'}.")
 
     def check(self) -> None:
@@ -56,6 +56,7 @@ def _say(line: str) -> None:
 
 
 def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: str | None = None) -> dict:
+    """Shard `data_root` into `work`; returns the summary (counts, shards, reused, shard_set_sha256)."""
     cfg.check()
     work = Path(work)
     if Path(data_root).is_dir() and Path(work).resolve().is_relative_to(Path(data_root).resolve()):
