@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,12 @@ class EmbedConfig:
     class_names: dict = field({}, "display name overrides: class folder name -> name used in prompts")
     audit_threshold: float = field(0.95, "cosine at or above which two clean views count as near-duplicates")
     audit_neighbours: int = field(10, "neighbours searched per image by the audit")
+
+
+def _say(line: str) -> None:
+    """One-line summaries on stderr (the CLI's channel for progress), also logged."""
+    log.info(line)
+    print(line, file=sys.stderr, flush=True)
 
 
 def _check(cfg: EmbedConfig) -> None:
@@ -171,9 +178,13 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
     reader = StoreReader(store)
     report = teacher_report(reader, skipped)
     write_json(work / REPORT_NAME, report)
-    write_json(work / AUDIT_NAME, audit(reader, cfg.audit_threshold, cfg.audit_neighbours,
-                                        use_gpu=teacher.device.startswith("cuda")))
+    found = audit(reader, cfg.audit_threshold, cfg.audit_neighbours, use_gpu=teacher.device.startswith("cuda"))
+    write_json(work / AUDIT_NAME, found)
     write_json(work / CONFIG_NAME, to_dict(cfg))
-    log.info("embed: %d images, %d with %d views, %d skipped; teacher zero-shot acc %.3f -> %s", n_images,
-             n_views, cfg.views, len(skipped), report["zero_shot_acc"], store)
+    c = found["counts"]
+    _say(f"embed: {n_images} images, {n_views} with {cfg.views} views, {len(skipped)} skipped; "
+         f"{len(items) - len(todo)}/{len(items)} shard parts reused; teacher zero-shot acc "
+         f"{report['zero_shot_acc']:.3f} -> {store}")
+    _say(f"audit: {found['pairs']} near-duplicate pairs (cos >= {cfg.audit_threshold}): {c['cross_domain']} "
+         f"cross-domain, {c['cross_split']} train/val leakage, {c['within']} within -> {work / AUDIT_NAME}")
     return store
