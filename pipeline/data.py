@@ -68,29 +68,28 @@ def augment_config_of(store) -> AugmentConfig:
     return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
-class _StoreStream(IterableDataset):
-    """Shared plumbing: which shards this worker reads, and which of their samples the store keeps."""
+def select_rows(store, domains: Sequence[int], splits: Sequence[int] | None = None) -> np.ndarray:
+    """Boolean mask over store rows: in `domains` and (when given) in `splits`."""
+    mask = np.isin(store.domains, list(domains))
+    if splits is not None:
+        mask &= np.isin(store.splits, list(splits))
+    return mask
 
-    def __init__(self, shards: Sequence[Path], store, domains: Sequence[int], splits: Sequence[int] | None,
-                 image_size: int, seed: int):
+
+class _StoreStream(IterableDataset):
+    """Shared plumbing: which shards this worker reads, and which of their samples (store rows) are used."""
+
+    def __init__(self, shards: Sequence[Path], store, selected: np.ndarray, image_size: int, seed: int):
         super().__init__()
         self.shards = [Path(p) for p in shards]
         self.store = store
-        self.domains = frozenset(int(d) for d in domains)
-        self.splits = None if splits is None else frozenset(int(s) for s in splits)
+        self.selected = np.asarray(selected, dtype=bool)
         self.image_size = image_size
         self.seed = seed
         self.epoch = 0
 
-    def rows(self) -> np.ndarray:
-        """Store rows this stream yields (for counts and progress bars)."""
-        mask = np.isin(self.store.domains, list(self.domains))
-        if self.splits is not None:
-            mask &= np.isin(self.store.splits, list(self.splits))
-        return np.flatnonzero(mask)
-
     def __len__(self) -> int:
-        return len(self.rows())
+        return int(self.selected.sum())
 
     def _wanted(self, key: str) -> int | None:
         """Store row of `key` if this stream uses it; samples the embed step skipped are not in the store."""
@@ -98,11 +97,7 @@ class _StoreStream(IterableDataset):
             row = self.store.row_of(key)
         except KeyError:
             return None
-        if int(self.store.domains[row]) not in self.domains:
-            return None
-        if self.splits is not None and int(self.store.splits[row]) not in self.splits:
-            return None
-        return row
+        return row if self.selected[row] else None
 
     def _my_shards(self, order: Sequence[Path]) -> list[Path]:
         info = get_worker_info()
@@ -113,8 +108,8 @@ class TrainStream(_StoreStream):
     """(image uint8 3xSxS, label, teacher embedding of the same view, domain, store row) for training; set `epoch`
     before each pass (workers receive a fresh copy of the dataset every epoch)."""
 
-    def __init__(self, shards, store, domains, image_size: int, seed: int, shuffle_buffer: int = 2000):
-        super().__init__(shards, store, domains, [TRAIN], image_size, seed)
+    def __init__(self, shards, store, domains: Sequence[int], image_size: int, seed: int, shuffle_buffer: int = 2000):
+        super().__init__(shards, store, select_rows(store, domains, [TRAIN]), image_size, seed)
         self.shuffle_buffer = shuffle_buffer
         self.augment = augment_config_of(store)
 
@@ -178,7 +173,8 @@ class TrainStream(_StoreStream):
 
 
 class EvalStream(_StoreStream):
-    """(image uint8 3xSxS resized, label, clean teacher embedding, domain, store row), shards in index order."""
+    """(image uint8 3xSxS resized, label, clean teacher embedding, domain, store row) of the `selected` rows,
+    shards in the given order."""
 
     def __iter__(self) -> Iterator[tuple]:
         for sample in iter_samples(self._my_shards(self.shards)):

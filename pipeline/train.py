@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import to_dict
-from .data import TRAIN, VAL, EvalStream, TrainStream
+from .data import TRAIN, VAL, EvalStream, TrainStream, select_rows
 from .errors import UserError
 from .io import atomic_path, write_json, write_text
 from .losses import LOGIT_SCALE, method_weights, total_loss
@@ -91,9 +91,11 @@ class Run:
         self.sources = [i for i in range(len(names)) if i != self.target]
         src_names = [names[i] for i in self.sources]
         self.train_stream = TrainStream(shard_paths(work, src_names), store, self.sources, cfg.image_size, cfg.seed)
-        self.val_stream = EvalStream(shard_paths(work, src_names), store, self.sources, [VAL], cfg.image_size, cfg.seed)
-        self.test_stream = EvalStream(shard_paths(work, [cfg.target_domain]), store, [self.target], None,
-                                      cfg.image_size, cfg.seed)
+        # One evaluation pass per epoch: source validation rows and the whole target domain.
+        self.n_source_val = int(select_rows(store, self.sources, [VAL]).sum())
+        self.n_target = int(select_rows(store, [self.target]).sum())
+        self.eval_stream = EvalStream(shard_paths(work), store, select_rows(store, self.sources, [VAL])
+                                      | select_rows(store, [self.target]), cfg.image_size, cfg.seed)
         if len(self.train_stream) == 0:
             raise UserError(f"no training samples in the source domains {', '.join(src_names)}")
         torch.manual_seed(cfg.seed)
@@ -224,10 +226,9 @@ class Run:
             w.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in EPOCH_COLUMNS})
         write_text(self.out / "epochs.csv", buf.getvalue())
 
-    def _accuracies(self, val: dict, test: dict) -> dict:
+    def _accuracies(self, counts: dict) -> dict:
         names = self.store.domain_names
-        per_domain = {names[d]: c / n for d, (c, n) in sorted(val.items()) if n}
-        per_domain.update({names[d]: c / n for d, (c, n) in test.items() if n})
+        per_domain = {names[d]: c / n for d, (c, n) in sorted(counts.items()) if n}
         source = [per_domain[names[d]] for d in self.sources if names[d] in per_domain]
         return {"source_val_acc": float(np.mean(source)) if source else float("nan"),
                 "target_acc": per_domain.get(names[self.target], float("nan")), "per_domain_acc": per_domain}
@@ -238,7 +239,7 @@ class Run:
         for epoch in range(len(self.history), cfg.epochs):
             lr = self.optimizer.param_groups[0]["lr"]
             losses = self.train_epoch(epoch)
-            acc = self._accuracies(self.evaluate(self.val_stream), self.evaluate(self.test_stream))
+            acc = self._accuracies(self.evaluate(self.eval_stream))
             self.scheduler.step()
             row = {"epoch": epoch + 1, "lr": lr, **losses, **acc}
             best_before = max((h["source_val_acc"] for h in self.history), default=-math.inf)
@@ -265,7 +266,7 @@ class Run:
             "target_acc": best["target_acc"], "per_domain_acc": best["per_domain_acc"],
             "teacher_target_acc": teacher_zero_shot_accuracy(self.store, target_rows),
             "text_ensemble": cfg.text_ensemble, "n_train": len(self.train_stream),
-            "n_source_val": len(self.val_stream), "n_target": len(self.test_stream),
+            "n_source_val": self.n_source_val, "n_target": self.n_target,
             "views_replayed": bool(self.store.has_views), "config": self.config, "store": self.store.attrs,
         }
 

@@ -71,13 +71,14 @@ def run(cfg: DistillConfig, work: str | Path, out: str | Path) -> dict:
     """Check inputs, skip a finished identical run, else train (resuming from RUN/checkpoints/last.pt)."""
     validate(cfg)
     from pipeline.store import verify_store
-    from pipeline.students import check_student_name
-    from pipeline.train import run as train_run
 
-    check_student_name(cfg.student)
     store = verify_store(work)
     if cfg.target_domain not in store.domain_names:
         raise UserError(f"unknown target domain {cfg.target_domain!r}; valid: {', '.join(store.domain_names)}")
+    from pipeline.students import check_student_name  # imports timm: after the cheap checks
+    from pipeline.train import run as train_run
+
+    check_student_name(cfg.student)
     if len(store.domain_names) < 2:
         raise UserError("leave-one-domain-out needs at least two domains in the store")
     done = Path(out) / "metrics.json"

@@ -1,8 +1,12 @@
 """A tiny real work folder for distill tests: generated images -> real shards (stages.shard) -> real teacher
-store (stages.embed, RISE-micro-ViT with seeded random weights). Built once per session and per K."""
+store (stages.embed, RISE-micro-ViT with seeded random weights). Built once per session and per K
+(`shared_work`); tests that modify a work folder copy it first."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +46,15 @@ def make_work(tmp: Path, views: int) -> Path:
     embed_run(EmbedConfig(model="RISE-micro-ViT", pretrained="random", views=views, batch_size=64, device="cpu",
                           workers=0, seed=0, dtype="float32"), work=work)
     return work
+
+
+_CACHE: dict[int, Path] = {}
+
+
+def shared_work(views: int) -> Path:
+    """One work folder per K for the whole test session (building it is the slow part)."""
+    if views not in _CACHE:
+        tmp = Path(tempfile.mkdtemp(prefix=f"distill_k{views}_"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        _CACHE[views] = make_work(tmp, views)
+    return _CACHE[views]

@@ -7,19 +7,19 @@ import pytest
 import torch
 
 from pipeline.augment import ViewParams, apply_view, sample_view
-from pipeline.data import TRAIN, VAL, EvalStream, TrainStream, eval_image, seeded_rng, view_index
+from pipeline.data import TRAIN, VAL, EvalStream, TrainStream, eval_image, seeded_rng, select_rows, view_index
 from pipeline.images import decode_rgb
 from pipeline.shards import iter_samples, shard_paths
 from pipeline.store import verify_store
-from tests.distill_fixtures import DOMAINS, make_work
+from tests.distill_fixtures import DOMAINS, shared_work
 
 K = 3
 SIZE = 24
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    return make_work(tmp_path_factory.mktemp("distill_data"), views=K)
+def work():
+    return shared_work(3)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_epoch_covers_source_train_rows_once_in_a_seeded_order(work, store):
 
 def test_eval_streams_resize_whole_images(work, store):
     src, names = _sources(store)
-    val = EvalStream(shard_paths(work, names), store, src, [VAL], SIZE, 0)
+    val = EvalStream(shard_paths(work, names), store, select_rows(store, src, [VAL]), SIZE, 0)
     items = list(val)
     assert len(items) == len(val) == int((np.isin(store.domains, src) & (store.splits == VAL)).sum()) > 0
     data = _bytes_by_key(work, names)
@@ -98,8 +98,8 @@ def test_eval_streams_resize_whole_images(work, store):
         assert torch.equal(target, torch.from_numpy(store.clean([row])[0]))
 
 
-def test_without_views_fresh_augmentation_and_clean_target(tmp_path_factory):
-    work = make_work(tmp_path_factory.mktemp("distill_noviews"), views=0)
+def test_without_views_fresh_augmentation_and_clean_target():
+    work = shared_work(0)
     store = verify_store(work)
     assert not store.has_views
     stream = _stream(work, store)

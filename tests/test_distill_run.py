@@ -1,0 +1,173 @@
+"""Distill runs end to end on a tiny real work folder: outputs schema, selection, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+
+from pipeline.errors import UserError
+from pipeline.train import EPOCH_COLUMNS, Run
+from stages.distill import DistillConfig, run
+from tests.distill_fixtures import DOMAINS, shared_work
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = DOMAINS[0]
+METRIC_KEYS = {"status", "method", "target_domain", "seed", "student", "weights", "temperature", "lr", "epochs",
+               "selected_epoch", "source_val_acc", "target_acc", "per_domain_acc", "teacher_target_acc",
+               "text_ensemble", "config", "store"}
+
+
+def _cfg(**kw) -> DistillConfig:
+    base = dict(target_domain=TARGET, student="test_resnet", pretrained=False, epochs=2, image_size=32,
+                batch_size=8, workers=0, device="cpu")
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def work():
+    return shared_work(3)
+
+
+@pytest.fixture(scope="module")
+def three_epochs(work, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "run"
+    return out, run(_cfg(epochs=3), work, out)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.cli", "distill", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_outputs_and_metrics_schema(work, three_epochs):
+    out, metrics = three_epochs
+    assert METRIC_KEYS <= set(metrics)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert json.loads((out / "config.json").read_text()) == metrics["config"]
+    assert metrics["status"] == "complete" and metrics["target_domain"] == TARGET
+    assert metrics["weights"] == {"w_kd": 0.8, "w_ce": 0.2, "w_dist": 1.0}
+    rows = list(csv.DictReader((out / "epochs.csv").open()))
+    assert tuple(rows[0]) == EPOCH_COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    # lr decays once at int(0.8 * 3) = 2 epochs
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-3, 1e-4])
+    # selection: best source-val accuracy, earliest on ties; the reported target accuracy is that epoch's
+    vals = [float(r["source_val_acc"]) for r in rows]
+    best = vals.index(max(vals))
+    assert metrics["selected_epoch"] == best + 1
+    assert metrics["target_acc"] == pytest.approx(float(rows[best]["target_acc"]), abs=1e-6)
+    assert metrics["per_domain_acc"][TARGET] == metrics["target_acc"]
+    for acc in metrics["per_domain_acc"].values():
+        assert 0.0 <= acc <= 1.0
+    # teacher zero-shot accuracy on the target, recomputed from the HDF5 file with h5py alone
+    with h5py.File(work / "embeddings.h5", "r") as f:
+        names = [s.decode() if isinstance(s, bytes) else s for s in f["domains/names"][()]]
+        mask = f["images/domain"][()] == names.index(TARGET)
+        pred = (f["images/clean"][()][mask] @ f["text/class"][()].T).argmax(1)
+        assert metrics["teacher_target_acc"] == pytest.approx(float((pred == f["images/label"][()][mask]).mean()))
+        shard_sha = f.attrs["shard_set_sha256"]
+    for name in ("last.pt", "best.pt"):
+        ck = torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=False)
+        assert ck["config"] == metrics["config"] and ck["store"]["shard_set_sha256"] == shard_sha
+    best_ck = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    assert best_ck["epoch"] == metrics["selected_epoch"]
+
+
+def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, monkeypatch):
+    full_out, full = three_epochs
+    out = tmp_path / "run"
+    real = Run.train_epoch
+
+    def killed_in_epoch_2(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt  # what Ctrl-C / SIGINT does mid-epoch
+        return real(self, epoch)
+
+    monkeypatch.setattr(Run, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(epochs=3), work, out)
+    assert not (out / "metrics.json").exists()
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["epochs_done"] == 1
+    monkeypatch.setattr(Run, "train_epoch", real)
+    resumed = run(_cfg(epochs=3), work, out)
+    assert resumed == full
+    assert (out / "epochs.csv").read_text() == (full_out / "epochs.csv").read_text()
+    a = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(full_out / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run is not retrained; a different config in the same folder is refused
+    assert run(_cfg(epochs=3), work, out) == full
+    with pytest.raises(UserError, match=r"different config \(lr\)"):
+        run(_cfg(epochs=3, lr=0.01), work, out)
+
+
+def test_methods_and_text_ensemble_run(work, tmp_path):
+    erm = run(_cfg(method="erm", epochs=1, text_ensemble=True), work, tmp_path / "erm")
+    assert erm["weights"] == {"w_kd": 0.0, "w_ce": 1.0, "w_dist": 0.0} and erm["text_ensemble"] is True
+    rel = run(_cfg(method="rise-rel", epochs=1, w_dist=2.0), work, tmp_path / "rel")
+    assert rel["loss_weights"] == {"ce": 0.2, "kd": 0.8, "ad": 0.0, "rd": 2.0}
+
+
+def test_nan_loss_stops_with_the_step(work, tmp_path):
+    with pytest.raises(UserError, match=r"loss is (nan|inf|-inf) at epoch 1, step \d+ \(ce="):
+        run(_cfg(lr=1e30, epochs=1), work, tmp_path / "nan")
+
+
+def test_cli_two_epoch_run(work, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("distill:\n  student: test_resnet\n  pretrained: false\n  image_size: 32\n  batch_size: 8\n"
+                      "  workers: 2\n  epochs: 5\n")
+    out = tmp_path / "cli_run"
+    r = _cli("--work", str(work), "--target-domain", "sketch", "--out", str(out), "--params", str(params),
+             "--epochs", "2", "--method", "kd", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["epochs"], m["method"], m["seed"], m["target_domain"]) == (2, "kd", 3, "sketch")
+    assert m["config"]["workers"] == 2 and m["config"]["student"] == "test_resnet"
+    assert len((out / "epochs.csv").read_text().splitlines()) == 3
+
+
+def _assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[rise-pipeline")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--target-domain", "clipart"], ["unknown target domain 'clipart'", "cartoon, photo, sketch"]),
+    (["--target-domain", TARGET, "--method", "mixup"], ["unknown method 'mixup'", "rise, erm, kd, rise-abs, rise-rel"]),
+    (["--target-domain", TARGET, "--student", "resnet181"], ["unknown student 'resnet181'", "resnet18"]),
+    (["--target-domain", TARGET, "--w-kd", "nan"], ["w_kd must be a finite number >= 0"]),
+    (["--target-domain", TARGET, "--w-dist", "-1"], ["w_dist must be a finite number >= 0"]),
+])
+def test_cli_bad_input(work, tmp_path, args, needles):
+    r = _cli("--work", str(work), "--out", str(tmp_path / "bad"), "--no-pretrained", *args)
+    _assert_user_error(r, *needles)
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_store_from_other_shards_or_incomplete_is_refused(work, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(work, other)
+    index = json.loads((other / "shards" / "index.json").read_text())
+    index["shards"][0]["sha256"] = "0" * 64  # the shards changed since the store was built
+    (other / "shards" / "index.json").write_text(json.dumps(index))
+    r = _cli("--work", str(other), "--target-domain", TARGET, "--out", str(tmp_path / "r1"))
+    _assert_user_error(r, "different shard set")
+    broken = tmp_path / "broken"
+    shutil.copytree(work, broken)
+    with h5py.File(broken / "embeddings.h5", "a") as f:
+        del f["text/anchor"]
+    r = _cli("--work", str(broken), "--target-domain", TARGET, "--out", str(tmp_path / "r2"))
+    _assert_user_error(r, "missing", "text/anchor")
