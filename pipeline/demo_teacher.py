@@ -33,10 +33,10 @@ class PretrainConfig:
     model: str = field("RISE-tiny-RN", "open_clip model config to pretrain (a project config).")
     seed: int = field(0, "Seed of initialisation and batch order.")
     corpus_seed: int = field(101, "World seed of the pretraining images (must differ from world.seed).")
-    per_cell: int = field(100, "Pretraining images per class x domain.")
+    per_cell: int = field(150, "Pretraining images per class x domain.")
     eval_seed: int = field(202, "World seed of the zero-shot evaluation images (must differ from both).")
     eval_per_cell: int = field(25, "Evaluation images per class x domain.")
-    epochs: int = field(8, "Passes over the pretraining corpus.")
+    epochs: int = field(12, "Passes over the pretraining corpus.")
     batch_size: int = field(64, "Contrastive batch size (image-caption pairs).")
     lr: float = field(1e-3, "AdamW peak learning rate (linear warm-up, cosine decay).")
     weight_decay: float = field(0.1, "AdamW weight decay.")
@@ -123,7 +123,7 @@ def pretrain(model, tokenizer, corpus: ImageSet, cfg: PretrainConfig,
             sched.step()
             with torch.no_grad():  # CLIP clamps the learned temperature at 100
                 model.logit_scale.clamp_(0, math.log(100))
-            losses.append(float(loss))
+            losses.append(loss.item())
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
