@@ -165,6 +165,7 @@ def run(cfg: PretrainConfig, wcfg: world.WorldConfig, progress_items=None, progr
                         "benchmark images; choose different seeds")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # before the model exists: its initialisation is part of the seeded result
     model, preprocess, tokenizer = create(cfg.model)
     t0 = time.perf_counter()
     corpus = render_set(wcfg, cfg.corpus_seed, cfg.per_cell, preprocess, progress_items)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import open_clip
 import pytest
 import torch
 
-from pipeline import world
+from pipeline import demo_teacher, world
 from pipeline.clip_models import register_project_models
 from pipeline.demo_teacher import PretrainConfig
 from pipeline.errors import UserError
@@ -83,6 +84,15 @@ def test_short_pretraining_beats_chance(pretrained):
     for d, a in report["zero_shot"]["per_domain"].items():
         assert abs(a - ref[d]) <= 2 / (cfg["eval_per_cell"] * len(report["classes"])), (d, a, ref[d])
     assert report["loss_per_epoch"][-1] < report["loss_per_epoch"][0]
+
+
+def test_same_seed_same_teacher(tmp_path):
+    wcfg = world.WorldConfig(classes=["fish", "star"], domains=["sketch"], image_size=32)
+    cfg = PretrainConfig(per_cell=16, eval_per_cell=2, epochs=2, batch_size=16)
+    a, b = (demo_teacher.run(cfg, wcfg)[0].state_dict() for _ in range(2))
+    c = demo_teacher.run(dataclasses.replace(cfg, seed=1), wcfg)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_checkpoint_loads_as_pretrained_path(pretrained):
