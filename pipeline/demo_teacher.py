@@ -30,6 +30,7 @@ TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a sketch of a {}.", "a c
 
 @dataclasses.dataclass
 class PretrainConfig:
+    enabled: bool = field(True, "Pretrain the demo teacher; false (a real CLIP) leaves only a placeholder note.")
     model: str = field("RISE-tiny-RN", "open_clip model config to pretrain (a project config).")
     seed: int = field(0, "Seed of initialisation and batch order.")
     corpus_seed: int = field(101, "World seed of the pretraining images (must differ from world.seed).")

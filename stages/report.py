@@ -27,12 +27,27 @@ class ReportConfig:
     teacher_row: bool = field(True, "Add the teacher's zero-shot accuracy as a reference row.")
 
 
-def run(cfg: ReportConfig, paths: list[Path], out: Path) -> lib.Report:
+def sweep_run_names(sweep: dict) -> set[str]:
+    """Folder names dvc.yaml's distill matrix gives the current sweep's runs: DVC joins the matrix item
+    keys with '-', and names a dict-valued item by its axis and index (`cfg0`, `cfg1`, ...)."""
+    try:
+        grid = sweep.get("grid") or [{}]
+        return {f"{d}-{m}-{s}-cfg{i}" for d in sweep["domains"] for m in sweep["methods"]
+                for s in sweep["seeds"] for i in range(len(grid))}
+    except (KeyError, TypeError):
+        raise UserError("params section 'sweep' needs lists 'domains', 'methods', 'seeds' (and 'grid')") from None
+
+
+def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None = None) -> lib.Report:
     if cfg.decimals < 0:
         raise UserError(f"report.decimals must be >= 0, got {cfg.decimals}")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out must be a folder: {out} is a file")
     found = lib.find_runs(paths, exclude=[out])
+    if only is not None:
+        # Runs of an earlier sweep may still sit in data/runs (DVC never deletes a dropped matrix entry's
+        # output); they must not compete in the selection.
+        found = [p for p in found if Path(p).name in only]
     runs = [lib.load_run(p) for p in found]
     result = lib.build_report(runs, methods=cfg.methods, teacher_row=cfg.teacher_row)
     if not result.rows:
@@ -54,14 +69,22 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path) -> lib.Report:
               help="params.yaml to read the 'report' section from (flags override it).")
 @click.option("--decimals", type=int, default=None, help="Digits after the decimal point in the table [1].")
 @click.option("--title", default=None, help="Heading of results.md.")
-def report(runs, out, params_path, decimals, title):
+@click.option("--sweep-only", is_flag=True,
+              help="Use only the runs of the current `sweep` section of --params (what dvc.yaml's matrix runs).")
+def report(runs, out, params_path, decimals, title, sweep_only):
     """Build the paper-style table from distill RUNS (run folders, or folders searched recursively).
 
     Per (method, held-out domain, seed) the run with the best source-validation accuracy is chosen;
     cells are mean ± std over seeds. Incomplete and failed runs are listed, never averaged in.
     """
-    cfg = load_section(ReportConfig, read_params(params_path), "report", dict(decimals=decimals, title=title))
-    result = run(cfg, list(runs), out)
+    params = read_params(params_path)
+    cfg = load_section(ReportConfig, params, "report", dict(decimals=decimals, title=title))
+    only = None
+    if sweep_only:
+        if "sweep" not in params:
+            raise UserError("--sweep-only needs --params with a 'sweep' section")
+        only = sweep_run_names(params["sweep"])
+    result = run(cfg, list(runs), out, only)
     click.echo(lib.markdown_table(result, cfg.decimals), nl=False)
     bad = sum(r.status != "complete" for r in result.runs)
     if bad:

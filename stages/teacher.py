@@ -15,6 +15,7 @@ from tqdm import tqdm
 from pipeline import demo_teacher, io
 from pipeline import world as demo_world
 from pipeline.config import load_section, read_params, to_dict
+from stages.world import write_placeholder
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -32,6 +33,9 @@ def pretrain_teacher(out, params_path, seed, epochs, per_cell, threads):
     wcfg = load_section(demo_world.WorldConfig, params, "world")
     cfg = load_section(demo_teacher.PretrainConfig, params, "teacher",
                        dict(seed=seed, epochs=epochs, per_cell=per_cell, threads=threads))
+    if not cfg.enabled:
+        write_placeholder(out, "teacher.enabled is false: embed.pretrained names a real CLIP.")
+        return
     model, report = demo_teacher.run(
         cfg, wcfg,
         progress_items=lambda it: tqdm(it, desc="render", unit="img", leave=False),

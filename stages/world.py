@@ -19,6 +19,17 @@ from pipeline.config import load_section, read_params, to_dict
 from pipeline.errors import UserError
 
 
+def write_placeholder(out: Path, why: str) -> None:
+    """A disabled demo stage still leaves its (tiny) DVC output, so dvc.yaml stays one pipeline and
+    `dvc repro` spends no time on the demo when a real dataset/teacher is configured."""
+    if out.exists() and not (out / "DISABLED.txt").exists():
+        import shutil
+
+        shutil.rmtree(out)  # a previous real output: replaced, as the enabled stage replaces it too
+    io.write_text(out / "DISABLED.txt", why + "\n")
+    click.echo(f"{out}: stage disabled ({why})")
+
+
 @click.command(context_settings={"max_content_width": 100})
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Dataset root to write: OUT/<domain>/<class>/<index>.png (replaced as a whole).")
@@ -35,6 +46,9 @@ def world(out, params_path, seed, per_cell, image_size, captions, grid):
     """Generate the seeded multi-domain demo world (photo, sketch, cartoon, painting)."""
     cfg = load_section(demo_world.WorldConfig, read_params(params_path), "world",
                        dict(seed=seed, per_cell=per_cell, image_size=image_size))
+    if not cfg.enabled:
+        write_placeholder(out, "world.enabled is false: data.root points at a real dataset.")
+        return
     for extra in (captions, grid):
         if extra is not None and out.resolve() in extra.resolve().parents:
             raise UserError(f"{extra} is inside the dataset root {out}; write it elsewhere")

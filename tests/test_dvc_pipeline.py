@@ -1,0 +1,122 @@
+"""The real `dvc repro` on tiny data: each staleness rule of dvc.yaml, and a `dvc exp run -S` override.
+
+The tests in this module run in order on one repository (module-scoped), each step building on the last,
+as a user's session would. Data: a tiny dataset made with the demo-world generator but used as a plain
+folder (world/teacher stages disabled, as with a real dataset), a random-weight RISE-micro-ViT teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from pipeline.world import WorldConfig, write_world
+from tests.dvc_fixtures import ROOT, make_repo, repro, run, write_params
+
+DISTILL_RUNS = {"distill@sketch-erm-0-cfg0", "distill@sketch-rise-0-cfg0"}
+EVERYTHING_AFTER_EMBED = {"embed", *DISTILL_RUNS, "report"}
+
+
+def tiny_params() -> dict:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"] = {"root": "data/images", "work": "data/work"}
+    p["world"]["enabled"] = False
+    p["teacher"]["enabled"] = False
+    p["shard"].update(shard_size=4, workers=1)
+    p["embed"].update(model="RISE-micro-ViT", pretrained="random", views=2, batch_size=32, workers=0,
+                      templates=["a photo of a {}.", "a sketch of a {}."])
+    p["distill"].update(student="test_resnet", pretrained=False, epochs=1, image_size=32, batch_size=16,
+                        workers=0, lr=0.01)
+    p["sweep"] = {"domains": ["sketch"], "methods": ["erm", "rise"], "seeds": [0], "grid": [{}]}
+    return p
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("dvc") / "repo", tiny_params())
+    write_world(WorldConfig(per_cell=5, image_size=32, classes=["car", "fish", "star"],
+                            domains=["cartoon", "photo", "sketch"]), repo / "data" / "images")
+    return repo
+
+
+def _set(repo, section, **values):
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    p[section].update(values)
+    write_params(repo, p)
+
+
+def test_first_repro_runs_every_stage(repo):
+    ran, out = repro(repo)
+    assert ran == {"world", "teacher", "shard", *EVERYTHING_AFTER_EMBED}
+    assert (repo / "data/world/DISABLED.txt").exists()  # demo stages cost nothing with a real dataset
+    for key in ("sketch-erm-0-cfg0", "sketch-rise-0-cfg0"):
+        m = json.loads((repo / "data/runs" / key / "metrics.json").read_text())
+        assert m["status"] == "complete" and m["target_domain"] == "sketch"
+    assert "| erm" in out and "| rise" in out  # the report's table is printed at the end of dvc repro
+    assert json.loads((repo / "data/report/metrics.json").read_text())
+
+
+def test_second_repro_does_nothing(repo):
+    ran, _ = repro(repo)
+    assert ran == set()
+
+
+def test_distill_param_reruns_only_distill_and_report(repo):
+    _set(repo, "distill", lr=0.02)
+    ran, _ = repro(repo)
+    assert ran == {*DISTILL_RUNS, "report"}
+    m = json.loads((repo / "data/runs/sketch-rise-0-cfg0/metrics.json").read_text())
+    assert m["config"]["lr"] == 0.02
+
+
+def test_prompt_change_reruns_embed_onwards_never_shard(repo):
+    _set(repo, "embed", templates=["a photo of a {}.", "a drawing of a {}."])
+    ran, _ = repro(repo)
+    assert ran == EVERYTHING_AFTER_EMBED
+
+
+def test_added_image_reruns_shard_and_embeds_only_its_shard(repo):
+    parts = repo / "data/work/parts"
+    before = set(parts.iterdir())
+    shards_before = {p.name: p.read_bytes() for p in (repo / "data/work/shards/photo").glob("*.tar")}
+    src = repo / "data/images/photo/fish/00000.png"
+    shutil.copy(src, src.with_name("00000_new.png"))
+    (src.with_name("00000_new.png")).write_bytes(src.read_bytes() + b"\0")  # a new file, not a duplicate
+    ran, _ = repro(repo)
+    assert ran == {"shard", *EVERYTHING_AFTER_EMBED}
+    shards_after = {p.name: p.read_bytes() for p in (repo / "data/work/shards/photo").glob("*.tar")}
+    changed = [n for n, b in shards_after.items() if b not in shards_before.values()]
+    # content-defined shard boundaries: the receiving shard changes, the rest of the domain does not ...
+    assert 1 <= len(changed) < len(shards_after), (changed, len(shards_after))
+    # ... and the embed step computes a part for exactly the changed shards, reusing all the others
+    assert len(set(parts.iterdir()) - before) == len(changed)
+
+
+def test_exp_run_with_override_shows_its_metrics(repo):
+    run(repo, ["git", "add", "-A"])
+    run(repo, ["git", "commit", "-qm", "baseline"])
+    r = run(repo, ["dvc", "exp", "run", "-n", "wdist2", "-S", "distill.w_dist=2"])
+    assert "Running stage 'shard'" not in r.stdout and "Running stage 'embed'" not in r.stdout
+    shown = json.loads(run(repo, ["dvc", "exp", "show", "--json"]).stdout)
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("name") == "wdist2" and node.get("data"):
+                found.append(node["data"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(shown)
+    assert found, "experiment not listed by dvc exp show"
+    data = found[0]
+    params = data["params"]["params.yaml"]["data"]
+    assert params["distill"]["w_dist"] == 2
+    metrics = data["metrics"]["data/report/metrics.json"]["data"]
+    assert "rise" in metrics and "erm" in metrics
