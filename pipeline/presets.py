@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 
+from .prompts import PHOTO_ANCHORS, RISE_TEMPLATES
+
 # RISE's hyper-parameter grids: (w_kd, w_ce) pairs x w_dist in {0.5, 1, 2}, T = 3 (RISE.md).
 _W_DIST = (0.5, 1.0, 2.0)
 
@@ -27,30 +29,19 @@ GRIDS: dict[str, list[dict]] = {
     "domainnet": _grid(((0.2, 0.8), (0.1, 0.9))),
 }
 
-_PHOTO_ANCHORS = ["bright photo", "corrupted photo", "dark photo", "good photo"]
-
 # DomainBed folder names of each dataset's domains, and RISE's anchors / lr / test-time ensemble.
 DATASETS: dict[str, dict] = {
     "pacs": {"domains": ["art_painting", "cartoon", "photo", "sketch"],
              "anchors": ["art painting", "cartoon", "photo", "sketch"], "lr": 1e-3},
-    "vlcs": {"domains": ["Caltech101", "LabelMe", "SUN09", "VOC2007"], "anchors": _PHOTO_ANCHORS, "lr": 1e-3},
+    "vlcs": {"domains": ["Caltech101", "LabelMe", "SUN09", "VOC2007"], "anchors": list(PHOTO_ANCHORS), "lr": 1e-3},
     "officehome": {"domains": ["Art", "Clipart", "Product", "Real World"],
                    "anchors": ["Art", "Clipart", "Product", "RealWorld"], "lr": 1e-3},
     "terraincognita": {"domains": ["location_100", "location_38", "location_43", "location_46"],
-                       "anchors": _PHOTO_ANCHORS, "lr": 2e-3, "text_ensemble": True},
+                       "anchors": list(PHOTO_ANCHORS), "lr": 2e-3, "text_ensemble": True},
     "domainnet": {"domains": ["clipart", "infograph", "painting", "quickdraw", "real", "sketch"],
                   "anchors": ["clipart", "infograph", "painting", "quickdraw", "real photo", "sketch"], "lr": 1e-3},
 }
 
-RISE_TEMPLATES = [
-    "itap of a {}.",
-    "a bad photo of the {}.",
-    "a origami {}.",
-    "a photo of the large {}.",
-    "a {} in a video game.",
-    "art of the {}.",
-    "a photo of the small {}.",
-]
 
 
 def dataset_overlay(name: str, data_root: str, teacher: str = "ViT-B-16", pretrained: str = "openai",
@@ -62,9 +53,10 @@ def dataset_overlay(name: str, data_root: str, teacher: str = "ViT-B-16", pretra
         "world": {"enabled": False},
         "teacher": {"enabled": False},
         "embed": {"model": teacher, "pretrained": pretrained, "templates": list(RISE_TEMPLATES),
-                  "anchors": list(d["anchors"]), "views": 20},
+                  "anchors": list(d["anchors"]), "views": 20, "audit_threshold": 0.95},
         "distill": {"student": student, "pretrained": True, "image_size": 224, "epochs": 20,
-                    "batch_size": 128, "lr": d["lr"], "text_ensemble": d.get("text_ensemble", False)},
+                    "batch_size": 128, "lr": d["lr"], "text_ensemble": d.get("text_ensemble", False),
+                    "workers": 8},
         "sweep": {"domains": list(d["domains"]), "methods": ["erm", "kd", "rise"], "seeds": [0, 1, 2],
                   "grid": copy.deepcopy(GRIDS[name])},
     }

@@ -13,7 +13,9 @@ a restarted run continues at the next epoch and ends exactly where an uninterrup
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 import sys
 from collections.abc import Iterable
@@ -57,6 +59,15 @@ def teacher_zero_shot_accuracy(store, rows: np.ndarray, block: int = 65536) -> f
     return correct / len(rows)
 
 
+def store_identity(store) -> str:
+    """What a run's targets depend on: the store's provenance plus its text embeddings (prompts, anchors
+    and class names change those without changing any image embedding)."""
+    h = hashlib.sha256(json.dumps(store.attrs, sort_keys=True, default=str).encode())
+    for arr in (store.text_class, store.text_class_raw, store.text_anchor):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
 def _loader(stream, batch_size: int, workers: int, seed: int) -> DataLoader:
     # An explicit generator keeps the workers' base seed off the global torch RNG.
     return DataLoader(stream, batch_size=batch_size, num_workers=workers, pin_memory=False,
@@ -82,8 +93,10 @@ def _batches(loader: Iterable) -> Iterable:
 class Run:
     """One training run's state: model, optimiser, streams, history."""
 
-    def __init__(self, cfg, store, work: Path, out: Path):
+    def __init__(self, cfg, store, work: Path, out: Path, restart_stale: bool = False):
         self.cfg, self.store, self.work, self.out = cfg, store, Path(work), Path(out)
+        self.restart_stale = restart_stale
+        self.store_id = store_identity(store)
         self.device = resolve_device(cfg.device)
         self.weights = method_weights(cfg.method, cfg.w_ce, cfg.w_kd, cfg.w_dist)
         names = store.domain_names
@@ -188,6 +201,7 @@ class Run:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epochs_done": len(self.history),
                 "history": self.history, "config": self.config, "store": self.store.attrs,
+                "store_id": self.store_id,
                 "torch_rng": torch.get_rng_state()}
 
     def _save(self, name: str, state: dict) -> None:
@@ -203,12 +217,21 @@ class Run:
         state = torch.load(path, map_location=self.device, weights_only=False)
         mismatch = sorted(k for k in set(self.config) | set(state["config"])
                           if k not in NON_RESULT_FIELDS and self.config.get(k) != state["config"].get(k))
+        other_store = state.get("store_id") != self.store_id
+        if (mismatch or other_store) and self.restart_stale:
+            # Under DVC the stage reruns because its inputs changed: the old checkpoints are stale (and
+            # already in DVC's cache). Remove them (never rewrite in place) and train from scratch.
+            for old in (self.out / "checkpoints").glob("*.pt"):
+                old.unlink()
+            print(f"{self.out}: checkpoints from another config or store removed; training from scratch",
+                  file=sys.stderr)
+            return
         if mismatch:
             raise UserError(f"{self.out} holds a run with a different config ({', '.join(mismatch)}); "
-                            "use another --out or delete it")
-        if state["store"].get("shard_set_sha256") != self.store.attrs.get("shard_set_sha256") or \
-                state["store"].get("model") != self.store.attrs.get("model"):
-            raise UserError(f"{self.out} was trained from a different teacher store; use another --out")
+                            "use another --out or delete it (or pass --restart-stale)")
+        if other_store:
+            raise UserError(f"{self.out} was trained from a different teacher store; use another --out "
+                            "(or pass --restart-stale)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -251,6 +274,7 @@ class Run:
             self._save("last.pt", self._state())
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {losses['loss']:.4f}  source-val "
                   f"{acc['source_val_acc']:.4f}  target {acc['target_acc']:.4f}", file=sys.stderr)
+        self._write_epochs()  # also when resuming a finished run: the log is an output of its own
         return self.metrics()
 
     def metrics(self) -> dict:
@@ -268,12 +292,14 @@ class Run:
             "text_ensemble": cfg.text_ensemble, "n_train": len(self.train_stream),
             "n_source_val": self.n_source_val, "n_target": self.n_target,
             "views_replayed": bool(self.store.has_views), "config": self.config, "store": self.store.attrs,
+            "store_id": self.store_id,
         }
 
 
-def run(cfg, store, work: str | Path, out: str | Path) -> dict:
-    """Train (or resume) one run into `out` and write metrics.json last, so its presence means done."""
-    r = Run(cfg, store, Path(work), Path(out))
+def run(cfg, store, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
+    """Train (or resume) one run into `out` and write metrics.json last, so its presence means done.
+    `restart_stale`: checkpoints of another config or store are discarded instead of refused."""
+    r = Run(cfg, store, Path(work), Path(out), restart_stale)
     write_json(Path(out) / "config.json", r.config)
     metrics = r.fit()
     write_json(Path(out) / "metrics.json", metrics)

@@ -67,7 +67,7 @@ def validate(cfg: DistillConfig) -> None:
         raise UserError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
 
 
-def run(cfg: DistillConfig, work: str | Path, out: str | Path) -> dict:
+def run(cfg: DistillConfig, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
     """Check inputs, skip a finished identical run, else train (resuming from RUN/checkpoints/last.pt)."""
     validate(cfg)
     from pipeline.store import verify_store
@@ -77,6 +77,7 @@ def run(cfg: DistillConfig, work: str | Path, out: str | Path) -> dict:
         raise UserError(f"unknown target domain {cfg.target_domain!r}; valid: {', '.join(store.domain_names)}")
     from pipeline.students import check_student_name  # imports timm: after the cheap checks
     from pipeline.train import run as train_run
+    from pipeline.train import store_identity
 
     check_student_name(cfg.student)
     if len(store.domain_names) < 2:
@@ -87,8 +88,9 @@ def run(cfg: DistillConfig, work: str | Path, out: str | Path) -> dict:
             previous = json.loads(done.read_text())
         except ValueError:
             previous = {}
-        if previous.get("status") == "complete" and previous.get("config") == to_dict(cfg):
-            print(f"{out}: up to date (metrics.json complete with the same config)", file=sys.stderr)
+        if previous.get("status") == "complete" and previous.get("config") == to_dict(cfg) \
+                and previous.get("store_id") == store_identity(store):
+            print(f"{out}: up to date (metrics.json complete with the same config and store)", file=sys.stderr)
             return previous
     if store.has_views and cfg.epochs > store.views_k:
         print(f"note: {cfg.epochs} epochs > {store.views_k} stored views: views repeat after epoch "
@@ -96,7 +98,7 @@ def run(cfg: DistillConfig, work: str | Path, out: str | Path) -> dict:
     if not store.has_views:
         print("note: the store holds no augmented views; the student is augmented freshly and the KD target "
               "is the clean view (an approximation of RISE)", file=sys.stderr)
-    metrics = train_run(cfg, store, work, out)
+    metrics = train_run(cfg, store, work, out, restart_stale)
     print(f"{cfg.method} -> {cfg.target_domain}: target acc {metrics['target_acc']:.4f} at epoch "
           f"{metrics['selected_epoch']} (source-val {metrics['source_val_acc']:.4f}; teacher zero-shot "
           f"{metrics['teacher_target_acc']:.4f})", file=sys.stderr)
@@ -126,12 +128,14 @@ def run(cfg: DistillConfig, work: str | Path, out: str | Path) -> dict:
 @click.option("--text-ensemble/--no-text-ensemble", default=None, help="Test-time text ensemble [off].")
 @click.option("--workers", type=int, default=None, help="DataLoader workers [2].")
 @click.option("--device", default=None, help="auto | cpu | cuda [auto].")
+@click.option("--restart-stale", is_flag=True,
+              help="Discard checkpoints in --out from another config or store instead of refusing (dvc.yaml uses it).")
 def distill(work, target_domain, out, method, student, params_path, epochs, lr, w_kd, w_ce, w_dist,
-            temperature, seed, batch_size, image_size, pretrained, text_ensemble, workers, device):
+            temperature, seed, batch_size, image_size, pretrained, text_ensemble, workers, device, restart_stale):
     """Train one student from WORK's teacher store, holding out --target-domain (leave-one-domain-out)."""
     cfg = load_section(DistillConfig, read_params(params_path), "distill", dict(
         target_domain=target_domain, method=method, student=student, epochs=epochs, lr=lr, w_kd=w_kd,
         w_ce=w_ce, w_dist=w_dist, temperature=temperature, seed=seed, batch_size=batch_size,
         image_size=image_size, pretrained=pretrained, text_ensemble=text_ensemble, workers=workers,
         device=device))
-    run(cfg, work=work, out=out)
+    run(cfg, work=work, out=out, restart_stale=restart_stale)
