@@ -14,6 +14,7 @@ from pipeline.clip_models import register_project_models
 from pipeline.demo_teacher import PretrainConfig
 from pipeline.errors import UserError
 from stages.cli import main
+from tests.cli_helpers import run_cli as _run
 
 # A short pretraining: the default model and loss on a smaller world (3 classes, 2 styles, 240 images).
 SHORT = """
@@ -26,14 +27,6 @@ teacher:
   epochs: 40
   batch_size: 32
 """
-
-
-def _run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,13 @@ from PIL import Image
 
 from pipeline.errors import UserError
 from pipeline.world import CLASSES, DOMAINS, WorldConfig, png_bytes, render, sample_grid, write_world
-from stages.cli import main
+from tests.cli_helpers import run_cli as _run
 
 SMALL = dict(per_cell=3, image_size=48)
 
 
 def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
