@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import demo_teacher, world  # noqa: E402
 from pipeline.config import load_section, read_params  # noqa: E402
+from pipeline.demo import teacher as demo_teacher
+from pipeline.demo import world  # noqa: E402
 
 
 def main() -> None:

@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 def build_work(tmp: Path, per_cell: int, image_size: int, teacher: str, views: int, device: str) -> Path:
     """Demo-world images -> shards -> store, through the real stage-one code."""
-    from pipeline.world import WorldConfig, write_world
-    from stages.embed import EmbedConfig
-    from stages.embed import run as embed_run
-    from stages.shard import ShardConfig
-    from stages.shard import run as shard_run
+    from pipeline.demo.world import WorldConfig, write_world
+    from pipeline.extract.embed_step import EmbedConfig
+    from pipeline.extract.embed_step import run as embed_run
+    from pipeline.extract.shard_step import ShardConfig
+    from pipeline.extract.shard_step import run as shard_run
 
     write_world(WorldConfig(per_cell=per_cell, image_size=image_size), tmp / "world")
     shard_run(ShardConfig(workers=1), data_root=tmp / "world", work=tmp / "work")
@@ -53,11 +53,11 @@ def _timed(fn, repeats: int = 2) -> float:
 
 
 def bench(work: Path, student: str, image_size: int, batch_size: int, workers: int, device: str) -> dict:
-    from pipeline.losses import total_loss
+    from pipeline.distill.losses import total_loss
+    from pipeline.distill.step import DistillConfig
+    from pipeline.distill.trainer import Run, _loader
+    from pipeline.extract.teacher import load_teacher
     from pipeline.store import verify_store
-    from pipeline.teacher import load_teacher
-    from pipeline.train import Run, _loader
-    from stages.distill import DistillConfig
 
     store = verify_store(work)
     cfg = DistillConfig(target_domain=store.domain_names[0], student=student, pretrained=False, epochs=3,

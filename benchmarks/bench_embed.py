@@ -1,6 +1,6 @@
 """Embed-step throughput: end-to-end extraction images/s vs the same model's forward on preloaded tensors.
 
-One run prints both figures and their ratio (issue 3, section 10). End to end = `stages.embed.run` on
+One run prints both figures and their ratio. End to end = `pipeline.extract.embed_step.run` on
 synthetic JPEG shards (decode, clean + K augmented views, teacher, part files, merge, report, audit), counting
 every image the teacher embeds (N clean + M*K views). The reference is the teacher's forward alone on a
 batch already in memory on the device, at the same batch size and precision.
@@ -26,8 +26,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.extract.writer import encode_sample, write_tar
 from pipeline.io import sha256_file, write_json  # noqa: E402
-from pipeline.shards import checksum_of_entries, encode_sample, write_tar  # noqa: E402
+from pipeline.shards import checksum_of_entries  # noqa: E402
 
 DOMAINS = ("art", "photo", "sketch", "cartoon")
 CLASSES = ("cat", "dog", "fish", "tree")
@@ -102,9 +103,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--work", type=Path, default=None, help="folder to use (default: a temporary one)")
     args = ap.parse_args(argv)
 
-    from pipeline.embed import EmbedSpec, get_teacher
+    from pipeline.extract.embed_step import EmbedConfig, run
+    from pipeline.extract.parts import EmbedSpec, get_teacher
     from pipeline.store import StoreReader
-    from stages.embed import EmbedConfig, run
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

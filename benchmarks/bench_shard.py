@@ -24,8 +24,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.extract.shard_step import ShardConfig, run  # noqa: E402
 from pipeline.parallel import dask_client  # noqa: E402
-from stages.shard import ShardConfig, run  # noqa: E402
 
 DOMAINS, CLASSES = ("art", "cartoon", "photo", "sketch"), ("bird", "car", "dog", "house", "tree")
 

@@ -1,4 +1,4 @@
-"""Replayable RISE training augmentation (DESIGN.md decision 2).
+"""Replayable RISE training augmentation (docs/design.md, "Replayable views").
 
 The reference code augments each batch online and feeds the *same* augmented tensor to teacher and
 student. Here stage one draws K views per training image, stores their parameters, and embeds them with
@@ -21,7 +21,9 @@ import torchvision.transforms.functional as F
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-# Column layout of the stored parameter rows (float32), documented in docs/store.md.
+from .seeding import seeded_rng
+
+# Column layout of the stored parameter rows (float32), documented in docs/contracts.md (the teacher store).
 PARAM_COLUMNS = (
     "top", "left", "height", "width", "flip",
     "brightness", "contrast", "saturation", "hue",
@@ -34,7 +36,7 @@ COLOR_OPS = ("brightness", "contrast", "saturation", "hue")
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """RISE's training augmentation (RISE.md); stored in the HDF5 store's provenance."""
+    """RISE's training augmentation (docs/method.md, "Augmentation"); stored in the HDF5 store's provenance."""
 
     scale: tuple[float, float] = (0.8, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -151,8 +153,6 @@ def sample_views(seed_key: str, seed: int, k: int, width: int, height: int,
                  cfg: AugmentConfig = AugmentConfig()) -> list[ViewParams]:
     """K views for one sample, seeded by (global seed, sample key) so each sample's views do not depend
     on which other samples exist or in which order they are processed."""
-    import hashlib
-
-    digest = hashlib.sha256(f"{seed}:{seed_key}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    # One part "seed:key" (not two): the views of stores written before seeding was shared stay the same.
+    rng = seeded_rng(f"{seed}:{seed_key}")
     return [sample_view(rng, width, height, cfg) for _ in range(k)]

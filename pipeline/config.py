@@ -1,9 +1,12 @@
 """Typed configuration: one `params.yaml` section -> one dataclass, CLI overrides on top.
 
-Each stage declares a dataclass whose fields carry a one-line `help` in their metadata. `load_section`
-reads the section, rejects unknown keys (a typo must not silently fall back to a default), applies the
-command-line overrides that are not None, checks types, and returns the dataclass. `to_dict` gives the
-resolved config that every stage writes next to its outputs.
+Each step declares a dataclass whose fields are the single source of every option: name, type, default,
+one-line help and allowed choices live in the field (`field(...)`). The command-line flags, their
+`--help` and docs/options.md are generated from these fields (`stages.options`), and `load_section`
+validates `params.yaml` against them: it reads the section, rejects unknown keys (a typo must not
+silently fall back to a default), applies the command-line overrides that are not None, checks types
+and choices, and returns the dataclass. `to_dict` gives the resolved config every step writes next to
+its outputs.
 """
 
 from __future__ import annotations
@@ -22,11 +25,20 @@ from .errors import UserError
 T = TypeVar("T")
 
 
-def field(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses.field
-    """A dataclass field with a default and a one-line explanation (shown in docs and --help)."""
+def field(default: Any, help: str, *, choices: tuple | None = None, cli: bool = True) -> Any:  # noqa: A002
+    """A dataclass field with its default, a one-line explanation and, optionally, the allowed values.
+
+    `cli=False` keeps a field out of the generated command-line flags (mappings such as `class_map` are
+    set in params.yaml only); it is still validated there and documented."""
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "cli": cli}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default value (calling its factory for lists and dicts)."""
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def read_params(path: str | os.PathLike | None) -> dict:
@@ -93,6 +105,11 @@ def from_mapping(cls: type[T], mapping: dict, section: str = "") -> T:
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(f"{section}.{k}" if section else k, v, hints[k]) for k, v in mapping.items()}
+    for f in dataclasses.fields(cls):
+        choices = f.metadata.get("choices")
+        if choices and f.name in kwargs and kwargs[f.name] not in choices:
+            name = f"{section}.{f.name}" if section else f.name
+            raise UserError(f"{name}: {kwargs[f.name]!r} is not one of {', '.join(map(str, choices))}")
     return cls(**kwargs)
 
 
@@ -109,11 +126,3 @@ def load_section(cls: type[T], params: dict, section: str, overrides: dict | Non
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
-
-def describe(cls: type) -> str:
-    """One line per field: name, default and help. Used in docs and --help epilogs."""
-    lines = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"{f.name} (default {default!r}): {f.metadata.get('help', '')}")
-    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Error types that separate a user's mistake from a bug.
 
 The CLI turns a `UserError` into one line on stderr and exit status 2, with no traceback
-(DESIGN.md decision 10). Anything else is a bug and keeps its traceback.
+(docs/design.md, "Bad input"). Anything else is a bug and keeps its traceback.
 """
 
 

@@ -13,15 +13,20 @@ from PIL import Image, ImageOps
 
 from .errors import BadSample
 
-# Pixel limit above which an image is treated as a decompression bomb (PIL's default is ~89M).
+# Default pixel limit above which an image is treated as a decompression bomb (PIL's default is ~89M).
+# The shard step's `max_pixels` setting overrides it and is recorded in the shard index, so embed and
+# distill decode with the same limit the shard step kept images under.
 MAX_PIXELS = 100_000_000
+# Real image formats (as PIL names them) -> the extension a shard sample stores them under.
+IMAGE_EXTS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "GIF": "gif",
+              "TIFF": "tiff"}
 
 
-def decode_rgb(data: bytes) -> Image.Image:
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode encoded image bytes to an upright RGB image; raise BadSample when impossible."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_PIXELS:
+            if im.width * im.height > max_pixels:
                 raise BadSample("decompression_bomb", f"{im.width}x{im.height} pixels")
             im = ImageOps.exif_transpose(im)
             return _to_rgb(im)

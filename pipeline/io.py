@@ -1,4 +1,4 @@
-"""Atomic file output (DESIGN.md decision 5).
+"""Atomic file output (docs/design.md, "Atomic outputs").
 
 Everything is written under a temporary name in the destination folder and then `os.replace`d, so a
 killed process never leaves a partial file under a final name, and DVC outputs are never modified in

@@ -1,4 +1,4 @@
-"""Running independent units of work (shards, per-shard embedding parts) on dask (DESIGN.md decision 9).
+"""Running independent units of work (shards, per-shard embedding parts) on dask (docs/design.md, "One engine for parallel work").
 
 `run_tasks` maps a picklable function over items and yields `(item, result)` as units finish, with a
 progress bar. Where it runs:
@@ -16,9 +16,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from .errors import UserError
+from .progress import progress
 
 
 def default_workers() -> int:
@@ -50,7 +49,7 @@ def run_tasks(fn: Callable[..., Any], items: Iterable[Any], *, workers: int = 1,
               ) -> Iterator[tuple[Any, Any]]:
     """Yield (item, fn(item, *extra)) for every item, as they complete."""
     items = list(items)
-    bar = tqdm(total=len(items), desc=desc, unit=unit, leave=False, disable=None)
+    bar = progress(total=len(items), desc=desc, unit=unit, leave=False)
     try:
         if not scheduler and workers <= 1:
             for item in items:

@@ -1,4 +1,4 @@
-"""RISE's per-dataset settings (../shared/RISE.md) as params.yaml overlays, and the named loss-weight grids.
+"""RISE's per-dataset settings (docs/method.md) as params.yaml overlays, and the named loss-weight grids.
 
 A dataset preset is what changes in params.yaml when moving from the embedded demo world to a real
 DomainBed dataset with a real CLIP teacher: the data root, the domains to hold out, RISE's anchors,
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 
-from .prompts import PHOTO_ANCHORS, RISE_TEMPLATES
+from .extract.prompts import PHOTO_ANCHORS, RISE_TEMPLATES
 
-# RISE's hyper-parameter grids: (w_kd, w_ce) pairs x w_dist in {0.5, 1, 2}, T = 3 (RISE.md).
+# RISE's hyper-parameter grids: (w_kd, w_ce) pairs x w_dist in {0.5, 1, 2}, T = 3 (docs/method.md).
 _W_DIST = (0.5, 1.0, 2.0)
 
 
@@ -25,7 +25,7 @@ GRIDS: dict[str, list[dict]] = {
     "vlcs": _grid(((0.9, 0.1), (0.8, 0.2))),
     "officehome": _grid(((0.2, 0.8), (0.1, 0.9))),
     "terraincognita": _grid(((0.2, 0.8), (0.3, 0.7))),
-    # RISE.md gives no DomainNet grid; we use OfficeHome's (many classes, CE-weighted). Our choice.
+    # RISE publishes no DomainNet grid; we use OfficeHome's (many classes, CE-weighted). Our choice.
     "domainnet": _grid(((0.2, 0.8), (0.1, 0.9))),
 }
 
@@ -62,9 +62,11 @@ def dataset_overlay(name: str, data_root: str, teacher: str = "ViT-B-16", pretra
     }
 
 
-def merge(base: dict, overlay: dict) -> dict:
-    """Recursive dict merge: overlay wins; lists are replaced, not concatenated."""
-    out = copy.deepcopy(base)
+def apply_overlay(node, overlay: dict) -> None:
+    """Merge `overlay` into the mapping `node` in place (nested mappings merge, everything else is
+    replaced), so a round-tripped params.yaml keeps its comments and key order."""
     for k, v in overlay.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
+        if isinstance(v, dict) and isinstance(node.get(k), dict):
+            apply_overlay(node[k], v)
+        else:
+            node[k] = v

@@ -2,9 +2,9 @@
 
 Embedding datasets are contiguous and uncompressed so the reader can memory-map them
 (`dataset.id.get_offset()` + `np.memmap`): random row reads cost a page fault, not an HDF5 chunk decode, and
-memory does not grow with the store (DESIGN.md decision 7). The writer fills the file one chunk (one shard's
+memory does not grow with the store (docs/design.md, "Bounded memory"). The writer fills the file one chunk (one shard's
 part) at a time, so writing is bounded too. `track_times=False` and a fixed `libver` make the bytes a pure
-function of the content (decision 4).
+function of the content (docs/design.md, "Determinism").
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import time
 
@@ -39,9 +40,36 @@ class LazyGroup(click.Group):
             formatter.write_dl([(name, COMMANDS[name][2]) for name in self.list_commands(ctx)])
 
 
+class _StderrHandler(logging.Handler):
+    """Log records to whatever sys.stderr is *now* (test runners swap it), one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+            sys.stderr.write(msg + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging must never crash a run
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int) -> None:
+    """The library logs (`logging.getLogger("pipeline...")`); the CLI decides what shows: INFO by default
+    (one-line summaries), -v adds DEBUG, -q keeps warnings and errors only."""
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s" if verbosity <= 0 else "%(levelname)s %(name)s: %(message)s"))
+    for name in ("pipeline", "stages"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="rise-pipeline")
-def cli():
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (debug messages).")
+@click.option("-q", "--quiet", count=True, help="Only warnings and errors on stderr.")
+def cli(verbose, quiet):
     """Distil a CLIP teacher into small domain-generalising students (RISE), teacher run once.
 
     \b
@@ -51,6 +79,7 @@ def cli():
       rise-pipeline report    turn runs into the paper-style table
     `dvc repro` runs the whole chain from params.yaml (see README).
     """
+    configure_logging(verbose - quiet)
 
 
 def main(argv=None) -> None:
@@ -66,6 +95,11 @@ def main(argv=None) -> None:
             click.echo(f"[rise-pipeline {command}] done in {time.perf_counter() - start:.1f} s", err=True)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.UsageError as e:
+        # A bad flag is a user error like any other: one line (click's own is three).
+        hint = f" (see rise-pipeline {e.ctx.info_name} --help)" if e.ctx is not None and e.ctx.parent else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

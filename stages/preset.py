@@ -12,15 +12,7 @@ import click
 
 from pipeline import io as pio
 from pipeline.errors import UserError
-from pipeline.presets import DATASETS, dataset_overlay
-
-
-def _apply(node, overlay: dict) -> None:
-    for k, v in overlay.items():
-        if isinstance(v, dict) and isinstance(node.get(k), dict):
-            _apply(node[k], v)
-        else:
-            node[k] = v
+from pipeline.presets import DATASETS, apply_overlay, dataset_overlay
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -46,7 +38,7 @@ def preset(name, data_root, params_path, teacher, pretrained, student):
     yaml = YAML()
     yaml.preserve_quotes = True
     doc = yaml.load(params_path.read_text())
-    _apply(doc, dataset_overlay(name, str(data_root), teacher, pretrained, student))
+    apply_overlay(doc, dataset_overlay(name, str(data_root), teacher, pretrained, student))
     buf = io.StringIO()
     yaml.dump(doc, buf)
     pio.write_text(params_path, buf.getvalue())

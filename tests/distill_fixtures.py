@@ -1,5 +1,5 @@
-"""A tiny real work folder for distill tests: generated images -> real shards (stages.shard) -> real teacher
-store (stages.embed, RISE-micro-ViT with seeded random weights). Built once per session and per K
+"""A tiny real work folder for distill tests: generated images -> real shards (pipeline.extract.shard_step) -> real teacher
+store (pipeline.extract.embed_step, RISE-micro-ViT with seeded random weights). Built once per session and per K
 (`shared_work`); tests that modify a work folder copy it first."""
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ def make_dataset(root: Path, seed: int = 0) -> Path:
 
 def make_work(tmp: Path, views: int) -> Path:
     """Shard and embed the generated dataset into tmp/work; returns the work folder."""
-    from stages.embed import EmbedConfig
-    from stages.embed import run as embed_run
-    from stages.shard import ShardConfig
-    from stages.shard import run as shard_run
+    from pipeline.extract.embed_step import EmbedConfig
+    from pipeline.extract.embed_step import run as embed_run
+    from pipeline.extract.shard_step import ShardConfig
+    from pipeline.extract.shard_step import run as shard_run
 
     data = make_dataset(tmp / "data")
     work = tmp / "work"

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.extract.writer import encode_sample, write_tar
 from pipeline.io import sha256_file, write_json
-from pipeline.shards import checksum_of_entries, encode_sample, write_tar
+from pipeline.shards import checksum_of_entries
 
 CLASSES = ["Alarm_Clock", "dog"]
 DOMAINS = ["art_painting", "photo"]

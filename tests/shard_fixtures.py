@@ -117,3 +117,14 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stages.cli", "extract", "--steps", "shard", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def tar_bytes(samples) -> bytes:
+    """The shard tar for `samples` ({'__key__', ext: bytes, ...}) in memory, through the real writer."""
+    import io
+
+    from pipeline.extract.writer import write_tar
+
+    buf = io.BytesIO()
+    write_tar(buf, samples)
+    return buf.getvalue()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.audit import audit, near_duplicates
 from pipeline.augment import PARAM_COLUMNS
+from pipeline.extract.audit import audit, near_duplicates
 from pipeline.store import ImageChunk, StoreReader, write_store
 
 D = 64

@@ -1,4 +1,4 @@
-"""A reduced run of the embedded default (issue 6): the real `dvc repro` of the project's dvc.yaml with
+"""A reduced run of the embedded default: the real `dvc repro` of the project's dvc.yaml with
 the default params.yaml scaled down (fewer images, one teacher epoch, one student epoch, one held-out
 domain): world -> teacher -> shard -> embed -> distill (erm, kd, rise) -> report."""
 

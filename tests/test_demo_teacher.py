@@ -9,9 +9,10 @@ import open_clip
 import pytest
 import torch
 
-from pipeline import demo_teacher, world
-from pipeline.clip_models import register_project_models
-from pipeline.demo_teacher import PretrainConfig
+from pipeline.demo import teacher as demo_teacher
+from pipeline.demo import world
+from pipeline.demo.models import register_project_models
+from pipeline.demo.teacher import PretrainConfig
 from pipeline.errors import UserError
 from stages.cli import main
 from tests.cli_helpers import run_cli as _run

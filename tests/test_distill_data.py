@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from pipeline.augment import ViewParams, apply_view, sample_view
-from pipeline.data import TRAIN, VAL, EvalStream, TrainStream, eval_image, seeded_rng, select_rows, view_index
+from pipeline.distill.data import (
+    TRAIN,
+    VAL,
+    EvalStream,
+    TrainStream,
+    eval_image,
+    seeded_rng,
+    select_rows,
+    view_index,
+)
 from pipeline.images import decode_rgb
 from pipeline.shards import iter_samples, shard_paths
 from pipeline.store import verify_store

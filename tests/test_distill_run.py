@@ -13,9 +13,9 @@ import h5py
 import pytest
 import torch
 
+from pipeline.distill.step import DistillConfig, run
+from pipeline.distill.trainer import EPOCH_COLUMNS, Run
 from pipeline.errors import UserError
-from pipeline.train import EPOCH_COLUMNS, Run
-from stages.distill import DistillConfig, run
 from tests.distill_fixtures import DOMAINS, shared_work
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def _assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> None:
 
 @pytest.mark.parametrize("args, needles", [
     (["--target-domain", "clipart"], ["unknown target domain 'clipart'", "cartoon, photo, sketch"]),
-    (["--target-domain", TARGET, "--method", "mixup"], ["unknown method 'mixup'", "rise, erm, kd, rise-abs, rise-rel"]),
+    (["--target-domain", TARGET, "--method", "mixup"], ["'mixup' is not one of", "'rise', 'erm', 'kd', 'rise-abs', 'rise-rel'"]),
     (["--target-domain", TARGET, "--student", "resnet181"], ["unknown student 'resnet181'", "resnet18"]),
     (["--target-domain", TARGET, "--w-kd", "nan"], ["w_kd must be a finite number >= 0"]),
     (["--target-domain", TARGET, "--w-dist", "-1"], ["w_dist must be a finite number >= 0"]),

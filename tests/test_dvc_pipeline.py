@@ -13,7 +13,7 @@ import shutil
 import pytest
 import yaml
 
-from pipeline.world import WorldConfig, write_world
+from pipeline.demo.world import WorldConfig, write_world
 from tests.dvc_fixtures import ROOT, make_repo, repro, run, write_params
 
 DISTILL_RUNS = {"distill@sketch-erm-0-cfg0", "distill@sketch-rise-0-cfg0"}

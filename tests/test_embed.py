@@ -20,13 +20,13 @@ import torchvision.transforms.functional as TF
 from embed_fixtures import default_shards, image_bytes, index_of, sample_rows, write_shard_set
 from PIL import Image, ImageOps
 
-import pipeline.embed
+import pipeline.extract.parts
 from pipeline.augment import ViewParams, apply_view, sample_views
-from pipeline.clip_models import register_project_models
+from pipeline.demo.models import register_project_models
 from pipeline.errors import UserError
+from pipeline.extract.embed_step import EmbedConfig, run
 from pipeline.shards import iter_samples, shard_paths
 from pipeline.store import StoreReader, verify_store
-from stages.embed import EmbedConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 3
@@ -115,7 +115,7 @@ def test_resume_and_incremental_reuse(built, tmp_path, monkeypatch):
     shards = default_shards()
     work = write_shard_set(tmp_path / "work", shards)
     calls = []
-    real = pipeline.embed.write_part
+    real = pipeline.extract.parts.write_part
 
     def killed_after_two(item, *args):
         if len(calls) == 2:
@@ -123,11 +123,11 @@ def test_resume_and_incremental_reuse(built, tmp_path, monkeypatch):
         calls.append(item["rel"])
         return real(item, *args)
 
-    monkeypatch.setattr(pipeline.embed, "write_part", killed_after_two)
+    monkeypatch.setattr(pipeline.extract.parts, "write_part", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(), work)
     assert not (work / "embeddings.h5").exists() and len(list((work / "parts").glob("*.npz"))) == 2
-    monkeypatch.setattr(pipeline.embed, "write_part", lambda item, *a: calls.append(item["rel"]) or real(item, *a))
+    monkeypatch.setattr(pipeline.extract.parts, "write_part", lambda item, *a: calls.append(item["rel"]) or real(item, *a))
     run(_cfg(), work)
     assert len(calls) == 4 and len(set(calls)) == 4  # the resumed run embedded only the two missing shards
     assert (work / "embeddings.h5").read_bytes() == (built / "embeddings.h5").read_bytes()

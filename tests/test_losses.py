@@ -1,4 +1,4 @@
-"""pipeline.losses against references written out sample by sample (RISE.md formulas, plain Python/math)."""
+"""pipeline.losses against references written out sample by sample (docs/method.md formulas, plain Python/math)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.errors import UserError
-from pipeline.losses import (
+from pipeline.distill.losses import (
     LossWeights,
     absolute_distance_loss,
     kd_loss,
@@ -17,6 +16,7 @@ from pipeline.losses import (
     teacher_logits,
     total_loss,
 )
+from pipeline.errors import UserError
 
 B, C, D, A = 5, 4, 8, 3
 

@@ -19,7 +19,7 @@ def _cli(*args, cwd=ROOT):
 
 
 def test_grids_are_rise_grids():
-    # RISE.md: 6 configs per dataset, T=3, w_dist in {0.5, 1, 2}
+    # RISE's protocol: 6 configs per dataset, T=3, w_dist in {0.5, 1, 2}
     for name in ("pacs", "vlcs", "officehome", "terraincognita"):
         grid = GRIDS[name]
         assert len(grid) == 6 and {g["temperature"] for g in grid} == {3.0}

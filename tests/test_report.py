@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import report as lib
 from pipeline.errors import UserError
-from stages.report import ReportConfig, run
+from pipeline.report import tables as lib
+from pipeline.report.step import ReportConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ["art", "photo", "sketch"]

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from stages.report import sweep_run_names
+from pipeline.report.step import sweep_run_names
 from tests.test_report import _cli, write_run
 
 

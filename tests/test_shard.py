@@ -1,4 +1,4 @@
-"""The shard step end to end on a small dataset with every kind of good and bad file of issue 2."""
+"""The shard step end to end on a small dataset with every kind of good and bad file."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import tarfile
 import pytest
 import webdataset as wds
 from PIL import Image
-from shard_fixtures import all_files, bad_files, make_plain, special_images, tree_bytes, write
+from shard_fixtures import all_files, bad_files, make_plain, special_images, tar_bytes, tree_bytes, write
 
 from pipeline import shards
 from pipeline.errors import UserError
-from pipeline.manifest import read_manifest
-from stages.shard import ShardConfig, run
+from pipeline.extract import writer as shard_writer
+from pipeline.extract.manifest import read_manifest
+from pipeline.extract.shard_step import ShardConfig, run
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +193,8 @@ def test_read_api_rejects_truncated_shard_and_unknown_domain(work, tmp_path):
     short = list(shards.iter_samples([path]))[:-1]
     copy = tmp_path / "copy"
     shutil.copytree(work_dir / "shards", copy / "shards")
-    (copy / "shards" / "sketch" / path.name).write_bytes(shards.tar_bytes(
-        shards.encode_sample(s.key, s.ext, s.data, s.cls, s.meta) for s in short))
+    (copy / "shards" / "sketch" / path.name).write_bytes(tar_bytes(
+        shard_writer.encode_sample(s.key, s.ext, s.data, s.cls, s.meta) for s in short))
     with pytest.raises(UserError, match=f"holds {len(short)} samples but the index says {len(short) + 1}"):
         list(shards.iter_samples(shards.shard_paths(copy, ["sketch"])))
     lines = sorted(f"{e['path']} {hashlib.sha256((work_dir / 'shards' / e['path']).read_bytes()).hexdigest()}\n"
@@ -205,11 +206,11 @@ def test_read_api_rejects_truncated_shard_and_unknown_domain(work, tmp_path):
 
 def test_tar_layout_is_webdatasets_own(tmp_path):
     """Our tarfile writer gives the very bytes webdataset's TarWriter gives with the same fixed fields."""
-    samples = [shards.encode_sample(shards.make_key(f"d/c/{'long ' * 40}{i}.x.jpg"), "jpg", bytes([i]) * 700, i,
+    samples = [shard_writer.encode_sample(shard_writer.make_key(f"d/c/{'long ' * 40}{i}.x.jpg"), "jpg", bytes([i]) * 700, i,
                                     {"i": i, "name": "ü"}) for i in range(3)]
     buf = io.BytesIO()
     with wds.TarWriter(buf, encoder=False, mtime=0, user="rise", group="rise", mode=0o444,
                        format="PAX_FORMAT") as writer:
         for s in samples:
             writer.write(s)
-    assert shards.tar_bytes(samples) == buf.getvalue()
+    assert tar_bytes(samples) == buf.getvalue()

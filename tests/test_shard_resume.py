@@ -10,12 +10,12 @@ import textwrap
 from shard_fixtures import REPO, jpeg, make_plain, run_cli, tree_bytes, write
 
 from pipeline import shards
-from pipeline.manifest import read_manifest
-from stages.shard import ShardConfig, run
+from pipeline.extract.manifest import read_manifest
+from pipeline.extract.shard_step import ShardConfig, run
 
 KILLER = textwrap.dedent("""
     import os, signal, sys, tarfile
-    from stages.shard import ShardConfig, run
+    from pipeline.extract.shard_step import ShardConfig, run
 
     kill_after, count = int(sys.argv[3]), [0]
     original = tarfile.TarFile.addfile

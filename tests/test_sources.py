@@ -9,8 +9,8 @@ import pytest
 from shard_fixtures import jpeg, make_plain, run_cli, tree_bytes, write
 
 from pipeline import shards
-from pipeline.manifest import read_manifest
-from stages.shard import ShardConfig, run
+from pipeline.extract.manifest import read_manifest
+from pipeline.extract.shard_step import ShardConfig, run
 
 
 def assert_user_error(result, *fragments: str) -> None:

@@ -7,9 +7,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from pipeline.distill.losses import method_weights, total_loss
+from pipeline.distill.students import build_student
 from pipeline.errors import UserError
-from pipeline.losses import method_weights, total_loss
-from pipeline.students import build_student
 
 C, D, A = 3, 16, 2
 

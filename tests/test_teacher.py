@@ -9,10 +9,10 @@ import open_clip
 import pytest
 import torch
 
-from pipeline.clip_models import register_project_models
+from pipeline.demo.models import register_project_models
 from pipeline.errors import UserError
-from pipeline.prompts import RISE_TEMPLATES, anchor_names, display_names, readable, text_embeddings
-from pipeline.teacher import load_teacher, weights_sha256
+from pipeline.extract.prompts import RISE_TEMPLATES, anchor_names, display_names, readable, text_embeddings
+from pipeline.extract.teacher import load_teacher, weights_sha256
 
 register_project_models()
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.demo.world import CLASSES, DOMAINS, WorldConfig, png_bytes, render, sample_grid, write_world
 from pipeline.errors import UserError
-from pipeline.world import CLASSES, DOMAINS, WorldConfig, png_bytes, render, sample_grid, write_world
 from tests.cli_helpers import run_cli as _run
 
 SMALL = dict(per_cell=3, image_size=48)
@@ -91,10 +91,10 @@ def test_bad_config(kwargs, message):
 def test_cli_writes_world_captions_and_grid(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text("world:\n  per_cell: 2\n  image_size: 32\n  classes: [fish, star]\n")
-    code, out, _ = _run(["world", "--out", str(tmp_path / "w"), "--params", str(params), "--seed", "5",
+    code, _, err = _run(["world", "--out", str(tmp_path / "w"), "--params", str(params), "--seed", "5",
                          "--captions", str(tmp_path / "captions.jsonl"), "--grid", str(tmp_path / "g.png")],
                         capsys)
-    assert code == 0 and "16 images (2 classes x 4 domains x 2)" in out
+    assert code == 0 and "16 images (2 classes x 4 domains x 2)" in err
     files = _files(tmp_path / "w")
     assert len(files) == 16 and all(k.endswith(".png") for k in files)
     assert files["sketch/star/00001.png"] == png_bytes(render("sketch", "star", 5, 1, 32)[0])

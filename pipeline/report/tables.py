@@ -1,4 +1,4 @@
-"""Distill runs -> the paper-style results table (RISE.md, "Model selection").
+"""Distill runs -> the paper-style results table (docs/method.md, "Model selection").
 
 Selection is training-domain validation. `distill` already keeps, inside one run, the epoch with the best
 source-validation accuracy; here, within each (method, target domain, seed), the run - one point of the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 TEACHER = "teacher (zero-shot)"
 AVG = "Avg"

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import __version__
-from pipeline.augment import PARAM_COLUMNS, AugmentConfig
-from pipeline.config import field, to_dict
-from pipeline.errors import UserError
-from pipeline.io import write_json
-from pipeline.prompts import RISE_TEMPLATES, anchor_names, display_names, text_embeddings
-from pipeline.store import SCHEMA_VERSION, SPLITS, STORE_NAME, ImageChunk, StoreReader, write_store
+from .. import __version__
+from ..augment import PARAM_COLUMNS, AugmentConfig
+from ..config import field, to_dict
+from ..devices import DEVICES, PRECISION_NAMES
+from ..errors import UserError
+from ..io import write_json
+from ..store import SCHEMA_VERSION, SPLITS, STORE_NAME, ImageChunk, StoreReader, write_store
+from .prompts import RISE_TEMPLATES, anchor_names, display_names, text_embeddings
 
 log = logging.getLogger("rise.embed")
 PARTS_DIR = "parts"
@@ -38,15 +39,15 @@ class EmbedConfig:
     views: int = field(20, "augmented views K per training image; K >= distill epochs (RISE: 20) gives a fresh "
                            "view every epoch")
     batch_size: int = field(256, "images per teacher forward pass")
-    precision: str = field("bf16", "autocast precision on GPU: fp32, fp16 or bf16 (the CPU always runs fp32)")
-    device: str = field("auto", "auto, cpu or cuda")
+    precision: str = field("bf16", "autocast precision on GPU (the CPU always runs fp32)", choices=PRECISION_NAMES)
+    device: str = field("auto", "where the teacher runs", choices=DEVICES)
     workers: int = field(-1, "DataLoader worker processes that decode and augment (-1: one per core, max 8)")
     seed: int = field(0, "seed of the augmented views (per sample: hash of seed and key)")
-    dtype: str = field("float16", "embedding dtype in the store: float16 or float32")
-    templates: list[str] = field(list(RISE_TEMPLATES), "class prompt templates, each with one {}")
+    dtype: str = field("float16", "embedding dtype in the store", choices=("float16", "float32"))
+    templates: list[str] = field(list(RISE_TEMPLATES), "class prompt templates, each with one {}", cli=False)
     anchors: list[str] = field([], "domain anchor phrases; empty: readable domain names (art_painting -> "
-                                   "'art painting')")
-    class_names: dict = field({}, "display name overrides: class folder name -> name used in prompts")
+                                   "'art painting')", cli=False)
+    class_names: dict = field({}, "display name overrides: class folder name -> name used in prompts", cli=False)
     audit_threshold: float = field(0.95, "cosine at or above which two clean views count as near-duplicates")
     audit_neighbours: int = field(10, "neighbours searched per image by the audit")
 
@@ -62,10 +63,6 @@ def _check(cfg: EmbedConfig) -> None:
         raise UserError(f"views must be >= 0, got {cfg.views}")
     if cfg.batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.dtype not in ("float16", "float32"):
-        raise UserError(f"dtype must be float16 or float32, got {cfg.dtype!r}")
-    if cfg.precision not in ("fp32", "fp16", "bf16"):
-        raise UserError(f"precision must be fp32, fp16 or bf16, got {cfg.precision!r}")
     if not cfg.templates or any(t.count("{}") != 1 for t in cfg.templates):
         raise UserError("templates: give at least one, each with exactly one {} for the class name")
     if not 0 < cfg.audit_threshold <= 1:
@@ -87,7 +84,7 @@ def _task_workers(device: str) -> int:
 
 def _chunks(paths: list[Path], classes: list[str], domains: list[str]):
     """Parts loaded one at a time, so merging holds one shard's embeddings in memory, not the dataset's."""
-    from pipeline.embed import load_part
+    from .parts import load_part
 
     cidx, didx = {c: i for i, c in enumerate(classes)}, {d: i for i, d in enumerate(domains)}
     for path in paths:
@@ -121,10 +118,10 @@ def teacher_report(reader: StoreReader, skipped: list[dict], block: int = 65536)
 
 def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None) -> Path:
     """Embed every shard of WORK/shards (reusing valid parts), merge into WORK/embeddings.h5, write reports."""
-    from pipeline.audit import audit
-    from pipeline.embed import SMALL_ARRAYS, EmbedSpec, embed_shards, get_teacher, load_part
-    from pipeline.parallel import run_tasks
-    from pipeline.shards import load_index, shard_set_checksum, shards_dir
+    from ..parallel import run_tasks
+    from ..shards import decode_limit, load_index, shard_set_checksum, shards_dir
+    from .audit import audit
+    from .parts import SMALL_ARRAYS, EmbedSpec, embed_shards, get_teacher, load_part
 
     _check(cfg)
     work = Path(work)
@@ -132,7 +129,8 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
     classes, domains = list(index["classes"]), list(index["domains"])
     spec = EmbedSpec(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, precision=cfg.precision,
                      views=cfg.views, seed=cfg.seed, batch_size=cfg.batch_size,
-                     loader_workers=_loader_workers(cfg), dtype=cfg.dtype, augment=AugmentConfig())
+                     loader_workers=_loader_workers(cfg), dtype=cfg.dtype, augment=AugmentConfig(),
+                     max_pixels=decode_limit(index))
     teacher = get_teacher(spec)
     fp = spec.fingerprint(teacher)
     parts_dir = work / PARTS_DIR
@@ -169,7 +167,7 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
     attrs = dict(teacher.provenance, schema_version=SCHEMA_VERSION, tool_version=__version__, views=cfg.views,
                  augment=spec.augment.to_dict(), seed=cfg.seed, shard_set_sha256=shard_set_checksum(work),
                  dtype=cfg.dtype, precision=teacher.precision,
-                 parts_fingerprint=fp, skipped=len(skipped))
+                 parts_fingerprint=fp, skipped=len(skipped), max_pixels=spec.max_pixels)
     store = work / STORE_NAME
     write_store(store, attrs=attrs, class_names=classes, display_names=displays, domain_names=domains,
                 templates=list(cfg.templates), anchors=anchors, text=text, n_images=n_images, n_views=n_views,

@@ -24,28 +24,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from .config import to_dict
+from ..config import to_dict
+from ..devices import resolve_device
+from ..errors import UserError
+from ..io import atomic_path, write_json, write_text
+from ..progress import progress
+from ..shards import shard_paths
 from .data import TRAIN, VAL, EvalStream, TrainStream, select_rows
-from .errors import UserError
-from .io import atomic_path, write_json, write_text
 from .losses import LOGIT_SCALE, method_weights, total_loss
-from .shards import shard_paths
 from .students import build_student
 
 EPOCH_COLUMNS = ("epoch", "lr", "loss", "loss_ce", "loss_kd", "loss_ad", "loss_rd", "source_val_acc", "target_acc")
 TERMS = ("loss", "loss_ce", "loss_kd", "loss_ad", "loss_rd")
 # Config fields that change nothing in the result, so a resume may differ in them.
 NON_RESULT_FIELDS = ("device",)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
 
 
 def teacher_zero_shot_accuracy(store, rows: np.ndarray, block: int = 65536) -> float:
@@ -97,7 +90,7 @@ class Run:
         self.cfg, self.store, self.work, self.out = cfg, store, Path(work), Path(out)
         self.restart_stale = restart_stale
         self.store_id = store_identity(store)
-        self.device = resolve_device(cfg.device)
+        self.device = torch.device(resolve_device(cfg.device))
         self.weights = method_weights(cfg.method, cfg.w_ce, cfg.w_kd, cfg.w_dist)
         names = store.domain_names
         self.target = names.index(cfg.target_domain)
@@ -144,8 +137,8 @@ class Run:
         sums = dict.fromkeys(TERMS, 0.0)
         seen = 0
         total = math.ceil(len(self.train_stream) / cfg.batch_size)
-        bar = tqdm(_batches(loader), total=total, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=1.0)
+        bar = progress(_batches(loader), total=total, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       leave=False, mininterval=1.0)
         for step, (images, labels, teacher, _domains, _rows) in enumerate(bar):
             if len(labels) < 2:  # BatchNorm cannot train on one sample; only a last remainder can be this small
                 continue

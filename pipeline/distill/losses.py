@@ -1,4 +1,4 @@
-"""RISE's loss terms (RISE.md, "Losses"), vectorised over the batch, and the method presets.
+"""RISE's loss terms (docs/method.md, "Losses"), vectorised over the batch, and the method presets.
 
 Every function returns a scalar tensor (the batch mean) and has no per-sample Python loop, so the same
 code runs at batch 16 on a CPU and batch 512 on a GPU. Shapes: B samples, C classes, D embedding size,
@@ -13,15 +13,14 @@ where RISE's `w_dist * (AD + RD)` is `w_ad = w_rd = w_dist`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from ..errors import UserError
+from .config import METHODS, check_weight
 
-METHODS = ("rise", "erm", "kd", "rise-abs", "rise-rel")
 # The teacher's logit scale: CLIP's learned temperature, fixed at 100 for the released models.
 LOGIT_SCALE = 100.0
 # RISE multiplies the relative-distance MSE by 10 (the softmax differences are small).
@@ -85,20 +84,14 @@ class LossWeights:
         return asdict(self)
 
 
-def _check_weight(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) or value < 0:
-        raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
 def method_weights(method: str, w_ce: float, w_kd: float, w_dist: float) -> LossWeights:
     """The weight preset of a method: erm = CE only; kd = CE + KD; rise-abs / rise-rel add AD / RD;
     rise adds both. ERM ignores the given w_ce (its loss is plain cross-entropy)."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    w_ce = _check_weight("w_ce", w_ce)
-    w_kd = _check_weight("w_kd", w_kd)
-    w_dist = _check_weight("w_dist", w_dist)
+    w_ce = check_weight("w_ce", w_ce)
+    w_kd = check_weight("w_kd", w_kd)
+    w_dist = check_weight("w_dist", w_dist)
     if method == "erm":
         return LossWeights(ce=1.0, kd=0.0, ad=0.0, rd=0.0)
     ad = w_dist if method in ("rise", "rise-abs") else 0.0

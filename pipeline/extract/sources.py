@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .errors import UserError
+from ..errors import UserError
 
 INDEX_SUFFIXES = (".csv", ".jsonl")
 INDEX_COLUMNS = ("path", "domain", "class")

@@ -1,6 +1,6 @@
 """The CLIP teacher: any open_clip model, loaded once, run under `torch.inference_mode`.
 
-Accepted sources (issue 3, section 1):
+Accepted sources:
 - `model=NAME, pretrained=TAG`  an open_clip (model, tag) pair (`ViT-B-16`, `openai`);
 - `model=NAME, pretrained=PATH` a local checkpoint file for an open_clip config (the demo teacher);
 - `model=hf-hub:ORG/REPO`      a Hugging Face hub model (its own weights; `pretrained` ignored);
@@ -22,22 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .clip_models import register_project_models
-from .errors import UserError
+from ..demo.models import register_project_models
+from ..devices import resolve_device
+from ..errors import UserError
 
 RANDOM = "random"
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 _LOOK = "see open_clip.list_models() and open_clip.list_pretrained()"
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device} asked for, but torch sees no CUDA device")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
 
 
 def _check_source(model: str, pretrained: str) -> None:

@@ -1,5 +1,5 @@
 """RISE students: any timm backbone, a linear projector to the teacher's embedding size, and a linear
-classifier initialised with the L2-normalised class text embeddings (RISE.md, "Student").
+classifier initialised with the L2-normalised class text embeddings (docs/method.md, "Student").
 
 Starting the classifier at the text embeddings means the student begins as a zero-shot classifier over
 its own projected features, which is what lets AD/RD pull embeddings towards the text space usefully.
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 # RISE's reference student (ImageNet-21k BiT ResNet-50 v2).
 DEFAULT_STUDENT = "resnetv2_50x1_bit.goog_in21k_ft_in1k"

@@ -1,7 +1,7 @@
 """Distill data: source shards streamed with WebDataset, joined by key to the teacher store.
 
 Training items replay one stored augmented view per (sample, epoch) for the student, at the student's
-resolution, and carry the teacher's embedding of *that* view as the KD target (DESIGN.md decision 2).
+resolution, and carry the teacher's embedding of *that* view as the KD target (docs/design.md, "Replayable views").
 The view of a sample in epoch e is `perm(seed, key)[e % K]`: a per-sample permutation, so no view is
 reused before all K have been used, and the choice does not depend on which other samples exist.
 
@@ -17,7 +17,6 @@ worker, so memory stays bounded whatever the store's size.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,22 +27,17 @@ import torchvision.transforms.functional as F
 from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import InterpolationMode
 
-from .augment import AugmentConfig, ViewParams, apply_view, sample_view
-from .errors import BadSample
-from .images import decode_rgb
-from .shards import iter_samples
+from ..augment import AugmentConfig, ViewParams, apply_view, sample_view
+from ..errors import BadSample
+from ..images import MAX_PIXELS, decode_rgb
+from ..seeding import seeded_rng
+from ..shards import iter_samples
 
 log = logging.getLogger(__name__)
 
 TRAIN, VAL = 0, 1
 # Shards read at once per worker: mixes domains/classes within a batch without opening every file.
 OPEN_SHARDS = 8
-
-
-def seeded_rng(*parts) -> np.random.Generator:
-    """A generator seeded by a hash of `parts`: independent streams without coordination."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def view_index(seed: int, key: str, epoch: int, k: int) -> int:
@@ -87,6 +81,8 @@ class _StoreStream(IterableDataset):
         self.image_size = image_size
         self.seed = seed
         self.epoch = 0
+        # The decode limit the shard step kept images under (recorded by embed); older stores: the default.
+        self.max_pixels = int(store.attrs.get("max_pixels", MAX_PIXELS))
 
     def __len__(self) -> int:
         return int(self.selected.sum())
@@ -115,7 +111,7 @@ class TrainStream(_StoreStream):
 
     def item(self, key: str, data: bytes, row: int, epoch: int) -> tuple:
         """One training item for `key` in `epoch` (public so tests can check the replay directly)."""
-        img = decode_rgb(data)
+        img = decode_rgb(data, self.max_pixels)
         store = self.store
         if store.has_views:
             vrow = store.view_row_of(key)
@@ -167,7 +163,7 @@ class TrainStream(_StoreStream):
         key, data, row = entry
         try:
             return self.item(key, data, row, epoch)
-        except BadSample as e:  # a bad sample never ends a run (DESIGN.md decision 10)
+        except BadSample as e:  # a bad sample never ends a run (docs/design.md, "Bad input")
             log.warning("skipping sample %s: %s", key, e)
             return None
 
@@ -182,7 +178,7 @@ class EvalStream(_StoreStream):
             if row is None:
                 continue
             try:
-                image = eval_image(decode_rgb(sample.data), self.image_size)
+                image = eval_image(decode_rgb(sample.data, self.max_pixels), self.image_size)
             except BadSample as e:
                 log.warning("skipping sample %s: %s", sample.key, e)
                 continue

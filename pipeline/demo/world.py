@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .config import field
-from .errors import UserError
+from ..config import field
+from ..errors import UserError
+from ..seeding import integer_rng
 
 DOMAINS = ("cartoon", "painting", "photo", "sketch")
 SUPERSAMPLE = 2  # render at twice the size and downsample: anti-aliased edges at no extra code
@@ -290,7 +291,7 @@ STYLES = {"photo": _photo, "sketch": _sketch, "cartoon": _cartoon, "painting": _
 
 def render(domain: str, class_name: str, seed: int, index: int, image_size: int) -> tuple[Image.Image, str]:
     """One image and its caption; a pure function of its arguments."""
-    rng = np.random.default_rng([seed, DOMAINS.index(domain), CLASSES.index(class_name), index])
+    rng = integer_rng(seed, DOMAINS.index(domain), CLASSES.index(class_name), index)
     size = image_size * SUPERSAMPLE
     pose, scale = _pose(rng, size)
     colour_name, colours = _colours(rng)

@@ -13,9 +13,8 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BadSample
-from .images import MAX_PIXELS
-from .shards import IMAGE_EXTS
+from ..errors import BadSample
+from ..images import IMAGE_EXTS, MAX_PIXELS
 
 EXIF_ORIENTATION = 0x0112
 # Re-encoding keeps the format where it can; the rest become PNG (lossless, every mode).

@@ -24,11 +24,11 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms import Compose, Normalize
 
-from .augment import AugmentConfig, apply_view, sample_views
-from .errors import BadSample, UserError
-from .images import decode_rgb
-from .io import atomic_path, sha256_file
-from .shards import iter_samples
+from ..augment import AugmentConfig, apply_view, sample_views
+from ..errors import BadSample, UserError
+from ..images import MAX_PIXELS, decode_rgb
+from ..io import atomic_path, sha256_file
+from ..shards import iter_samples
 from .teacher import Teacher, load_teacher
 
 PART_VERSION = 1
@@ -48,12 +48,14 @@ class EmbedSpec:
     loader_workers: int = 0
     dtype: str = "float16"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_pixels: int = MAX_PIXELS  # the shard step's decode limit (from the shard index)
 
     def fingerprint(self, teacher: Teacher) -> str:
         """Hash of everything that changes a part's numbers (not batch size or worker counts)."""
         blob = dict(part_version=PART_VERSION, weights=teacher.provenance["pretrained_sha256"],
                     model=self.model, preprocess=teacher.provenance["preprocess"], precision=teacher.precision,
-                    views=self.views, seed=self.seed, dtype=self.dtype, augment=self.augment.to_dict())
+                    views=self.views, seed=self.seed, dtype=self.dtype, augment=self.augment.to_dict(),
+                    max_pixels=self.max_pixels)
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -121,7 +123,7 @@ class _Shards(IterableDataset):
         row = {"shard": si, "key": s.key, "class_name": s.meta.get("class_name", ""),
                "domain": s.meta.get("domain", ""), "split": s.meta.get("split", "train")}
         try:
-            img = decode_rgb(s.data)
+            img = decode_rgb(s.data, self.spec.max_pixels)
         except BadSample as e:
             return {**row, "bad": e.reason, "detail": e.detail}
         row["clean"] = _uint8(self.pil(img))

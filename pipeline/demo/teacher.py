@@ -18,10 +18,10 @@ import numpy as np
 import open_clip
 import torch
 
+from ..config import field
+from ..errors import UserError
 from . import world
-from .clip_models import register_project_models
-from .config import field
-from .errors import UserError
+from .models import register_project_models
 
 # Zero-shot prompts in the world's own caption styles (the way CLIP's templates echo web captions).
 TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a sketch of a {}.", "a cartoon of a {}.",

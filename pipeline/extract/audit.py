@@ -13,9 +13,9 @@ import logging
 from collections import Counter
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .store import SPLITS, StoreReader
+from ..progress import progress
+from ..store import SPLITS, StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def near_duplicates(reader: StoreReader, threshold: float, k: int = 10, block: i
     k = min(k + 1, n)  # +1: a row finds itself
     found: dict[tuple[int, int], float] = {}
     saturated = 0
-    for s in tqdm(range(0, n, block), desc="audit", unit="block", leave=False, disable=None):
+    for s in progress(range(0, n, block), desc="audit", unit="block", leave=False):
         rows = np.arange(s, min(n, s + block))
         sims, ids = index.search(np.ascontiguousarray(reader.clean(rows)), k)
         saturated += int((sims[:, -1] >= threshold).sum()) if k < n else 0

@@ -12,12 +12,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import manifest, probe, shards, sources
-from pipeline.config import field, to_dict
-from pipeline.errors import UserError
-from pipeline.images import MAX_PIXELS
-from pipeline.io import write_json
-from pipeline.parallel import dask_client, default_workers, run_tasks
+from .. import shards
+from ..config import field, to_dict
+from ..errors import UserError
+from ..images import MAX_PIXELS
+from ..io import write_json
+from ..parallel import dask_client, default_workers, run_tasks
+from . import manifest, probe, sources, writer
 
 PROBE_BATCH = 64            # files per probe task: large enough to amortise dask's per-task cost
 INLINE_BELOW = 1000         # with workers=0 (auto), smaller datasets run in-process (no cluster start-up)
@@ -31,7 +32,7 @@ class ShardConfig:
     max_side: int = field(0, "Re-encode images whose longer side exceeds this many pixels; 0 keeps originals.")
     max_pixels: int = field(MAX_PIXELS, "Images with more pixels are skipped as decompression bombs.")
     workers: int = field(0, "Local dask worker processes; 1 runs in-process, 0 = one per core (in-process under 1000 files).")
-    class_map: dict = field({}, "Rename class folders before they are merged, e.g. {'Dog': 'dog'}.")
+    class_map: dict = field({}, "Rename class folders before they are merged, e.g. {'Dog': 'dog'}.", cli=False)
 
     def check(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -108,9 +109,9 @@ def _probe_plan_write(cfg: ShardConfig, source: sources.Source, candidates: list
         _say(f"warning: {warning}")
 
     root = shards.shards_dir(work)
-    units = shards.plan_units(rows, cfg.shard_size, cfg.max_side)
+    units = writer.plan_units(rows, cfg.shard_size, cfg.max_side)
     written = {}
-    for _, result in run_tasks(shards.write_shard, units, workers=workers, scheduler=scheduler,
+    for _, result in run_tasks(writer.write_shard, units, workers=workers, scheduler=scheduler,
                                desc="shards", unit="shard", extra=(str(root), cfg.max_pixels)):
         written[result["name"]] = result
     _remove_stale(root, {u["name"] for u in units})

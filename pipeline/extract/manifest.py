@@ -13,9 +13,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from .io import atomic_path
-from .shards import make_key, split_of
+from ..io import atomic_path
 from .sources import FileEntry
+from .writer import make_key, split_of
 
 MANIFEST_NAME = "manifest.jsonl"
 # Fields of a kept sample's json that come from probing (the rest come from the plan).

@@ -1,4 +1,4 @@
-"""Prompts and text embeddings: RISE's class prompt ensemble and domain anchors (RISE.md).
+"""Prompts and text embeddings: RISE's class prompt ensemble and domain anchors (docs/method.md, "Text embeddings").
 
 Class embedding `t_c` = mean over templates of the L2-normalised `f_T(template.format(display_c))` (CLIP's
 standard zero-shot ensemble), kept before (`class_raw`) and after (`class`) the final normalisation.

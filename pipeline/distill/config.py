@@ -1,0 +1,74 @@
+"""One distill run's options (the `distill` section of params.yaml), declared once.
+
+Light on purpose (no torch, no timm): the command line and its `--help` are generated from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..config import field
+from ..devices import DEVICES
+from ..errors import UserError
+
+# The methods the paper compares; they differ only in which loss terms are on (`losses.method_weights`).
+METHODS = ("rise", "erm", "kd", "rise-abs", "rise-rel")
+
+
+@dataclass
+class DistillConfig:
+    """One distill run. Defaults are RISE's reference protocol (docs/method.md)."""
+
+    target_domain: str = field("", "Held-out domain: tested on whole, never trained on (required).")
+    method: str = field("rise", "Which loss terms are on (docs/method.md).", choices=METHODS)
+    student: str = field("resnetv2_50x1_bit.goog_in21k_ft_in1k", "timm model name of the student backbone.")
+    pretrained: bool = field(True, "Start the backbone from timm's ImageNet weights (must be in the local cache).")
+    epochs: int = field(20, "Training epochs (RISE: 20). Use <= the store's views K for a fresh view each epoch.")
+    lr: float = field(1e-3, "SGD learning rate (RISE: 1e-3; 2e-3 for TerraIncognita).")
+    momentum: float = field(0.9, "SGD momentum.")
+    weight_decay: float = field(5e-4, "SGD weight decay.")
+    lr_decay_at: float = field(0.8, "Multiply lr by lr_gamma once, after this fraction of the epochs.")
+    lr_gamma: float = field(0.1, "Learning-rate decay factor.")
+    batch_size: int = field(128, "Training and evaluation batch size.")
+    image_size: int = field(224, "Student input resolution (square).")
+    temperature: float = field(3.0, "KD temperature T.")
+    w_kd: float = field(0.8, "Weight of the KD term (kd, rise*).")
+    w_ce: float = field(0.2, "Weight of cross-entropy (ignored by erm, which is pure CE).")
+    w_dist: float = field(1.0, "Weight of the distance terms: AD (rise-abs), RD (rise-rel), both (rise).")
+    seed: int = field(0, "Seed of the student init, data order and view schedule.")
+    text_ensemble: bool = field(False, "Test-time ensemble: softmax(logits) + softmax(100 cos(z, t_hat)).")
+    workers: int = field(2, "DataLoader worker processes (part of the data order: keep it fixed to resume).")
+    device: str = field("auto", "Where the student trains (bf16 autocast on cuda).", choices=DEVICES)
+
+
+# Options that change how fast a run goes, never its result: a finished run is "up to date" and a killed
+# one resumes whatever they are. One list for both rules.
+NON_RESULT_FIELDS = ("device",)
+
+
+def result_config(config: dict) -> dict:
+    """The part of a run's config (`to_dict(cfg)`) that its result depends on."""
+    return {k: v for k, v in config.items() if k not in NON_RESULT_FIELDS}
+
+
+def check_weight(name: str, value) -> float:
+    """A loss weight must be a finite number >= 0 (a NaN weight would poison every step)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) \
+            or value < 0:
+        raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def validate(cfg: DistillConfig) -> None:
+    """Reject values that cannot train, each with one line naming the option."""
+    if not cfg.target_domain:
+        raise UserError("--target-domain is required")
+    for name in ("w_kd", "w_ce", "w_dist"):
+        check_weight(name, getattr(cfg, name))
+    checks = [("epochs", cfg.epochs >= 1), ("batch_size", cfg.batch_size >= 2), ("image_size", cfg.image_size >= 16),
+              ("lr", cfg.lr > 0 and math.isfinite(cfg.lr)), ("temperature", cfg.temperature > 0),
+              ("workers", cfg.workers >= 0), ("lr_decay_at", 0 < cfg.lr_decay_at <= 1)]
+    for name, ok in checks:
+        if not ok:
+            raise UserError(f"{name} has an invalid value {getattr(cfg, name)!r}")

@@ -1,0 +1,59 @@
+"""The report step: distill runs -> results.md / results.csv / results.png / metrics.json.
+
+Selection, aggregation and rendering live in `tables`; this module checks the config, picks the runs
+and writes the four files atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import field
+from ..errors import UserError
+from ..io import write_bytes, write_json, write_text
+from . import tables as lib
+
+OUTPUTS = ("results.md", "results.csv", "results.png", "metrics.json")
+
+
+@dataclass
+class ReportConfig:
+    title: str = field("Held-out domain accuracy (%)", "Heading of results.md.")
+    decimals: int = field(1, "Digits after the decimal point in the Markdown table.")
+    methods: list[str] = field([], "Row order of the methods; methods not listed follow, sorted by name.")
+    teacher_row: bool = field(True, "Add the teacher's zero-shot accuracy as a reference row.")
+
+
+def sweep_run_names(sweep: dict) -> set[str]:
+    """Folder names dvc.yaml's distill matrix gives the current sweep's runs: DVC joins the matrix item
+    keys with '-', and names a dict-valued item by its axis and index (`cfg0`, `cfg1`, ...)."""
+    try:
+        grid = sweep.get("grid") or [{}]
+        return {f"{d}-{m}-{s}-cfg{i}" for d in sweep["domains"] for m in sweep["methods"]
+                for s in sweep["seeds"] for i in range(len(grid))}
+    except (KeyError, TypeError):
+        raise UserError("params section 'sweep' needs lists 'domains', 'methods', 'seeds' (and 'grid')") from None
+
+
+def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None = None) -> lib.Report:
+    if cfg.decimals < 0:
+        raise UserError(f"report.decimals must be >= 0, got {cfg.decimals}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out must be a folder: {out} is a file")
+    found = lib.find_runs(paths, exclude=[out])
+    if only is not None:
+        # Runs of an earlier sweep may still sit in data/runs (DVC never deletes a dropped matrix entry's
+        # output); they must not compete in the selection.
+        found = [p for p in found if Path(p).name in only]
+    runs = [lib.load_run(p) for p in found]
+    result = lib.build_report(runs, methods=cfg.methods, teacher_row=cfg.teacher_row)
+    if not result.rows:
+        bad = len(runs) - sum(r.status == "complete" for r in runs)
+        raise UserError(f"no complete runs among {len(runs)} found ({bad} incomplete or failed); "
+                        f"see e.g. {runs[0].path}: {runs[0].reason}")
+    write_text(out / "results.md", lib.render_markdown(result, cfg.title, cfg.decimals))
+    write_text(out / "results.csv", lib.render_csv(result))
+    write_bytes(out / "results.png", lib.render_png(result))
+    write_json(out / "metrics.json", lib.metrics_dict(result))
+    return result
