@@ -6,9 +6,11 @@ with checksums and counts) and `stats.json`. Writing them is `pipeline.extract.w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,3 +153,79 @@ def _to_sample(raw: dict, path: Path) -> Sample:
         raise UserError(f"shard {path}: sample {key} has an unreadable cls/json ({e})") from None
     return Sample(key=key, data=raw[exts[0]], ext=exts[0], cls=cls, meta=meta)
 
+
+
+# ---------------------------------------------------------------- random access (distill's planned batches)
+
+@dataclass(frozen=True)
+class Location:
+    """Where one sample's image bytes sit: shard file, member extension, byte offset and size."""
+
+    path: Path
+    key: str
+    ext: str
+    offset: int
+    size: int
+
+
+def sample_locations(work: str | Path, index: dict | None = None) -> dict[str, Location]:
+    """key -> Location of every sample, from the offsets the shard step records in the index."""
+    index = load_index(work) if index is None else index
+    root = shards_dir(work)
+    out: dict[str, Location] = {}
+    for entry in index["shards"]:
+        if not isinstance(entry.get("samples"), list):
+            raise UserError(f"the shard index {root / INDEX_NAME} records no sample offsets (written by an older "
+                            "version); rerun `rise-pipeline extract --steps shard`, which adds them and reuses "
+                            "the shard bytes")
+        path = root / entry["path"]
+        for key, ext, offset, size in entry["samples"]:
+            out[key] = Location(path, key, ext, int(offset), int(size))
+    return out
+
+
+class ShardReader:
+    """Reads sample bytes by offset (`os.pread`), one open file per shard and process.
+
+    Before trusting an offset it checks the tar header just in front of it (member name and size): a
+    shard rewritten or damaged after its index was written is refused with one line, never read as some
+    other sample's bytes. Picklable (DataLoader workers reopen the files they need)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[Path, int] = {}
+
+    def __getstate__(self) -> dict:
+        return {"_fds": {}}
+
+    def __del__(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                raise UserError(f"cannot read shard {path}: {e.strerror}") from None
+            self._fds[path] = fd
+        return fd
+
+    def read(self, loc: Location) -> bytes:
+        fd = self._fd(loc.path)
+        header = os.pread(fd, 512, loc.offset - 512) if loc.offset >= 512 else b""
+        name = f"{loc.key}.{loc.ext}".encode("ascii", "replace")[:100]
+        ok = len(header) == 512 and header[:100].rstrip(b"\0") == name and _header_size(header) == loc.size
+        data = os.pread(fd, loc.size, loc.offset) if ok else b""
+        if not ok or len(data) != loc.size:
+            raise UserError(f"shard {loc.path} does not match its index at sample {loc.key} (rewritten or damaged "
+                            "since); rerun `rise-pipeline extract --steps shard`, which rewrites it")
+        return data
+
+
+def _header_size(header: bytes) -> int:
+    try:
+        return int(header[124:136].rstrip(b"\0 ").strip() or b"0", 8)
+    except ValueError:
+        return -1

@@ -21,13 +21,13 @@ import numpy as np
 from .errors import UserError
 from .io import atomic_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: anchors tagged with the domain they name; raw per-template text features
 STORE_NAME = "embeddings.h5"
 SPLITS = ("train", "val")
 _STR = h5py.string_dtype("utf-8")
 REQUIRED = (
     "classes/names", "classes/display", "domains/names", "text/templates", "text/anchors",
-    "text/per_template", "text/class_raw", "text/class", "text/anchor",
+    "text/per_template", "text/class_raw", "text/class", "text/anchor", "text/anchor_domain",
     "images/key", "images/label", "images/domain", "images/split", "images/clean",
 )
 REQUIRED_ATTRS = ("schema_version", "model", "pretrained", "embed_dim", "views", "shard_set_sha256", "dtype")
@@ -72,6 +72,7 @@ def write_store(dest: str | os.PathLike, *, attrs: dict, class_names: list[str],
         _strings(f, "text/anchors", anchors)
         for name in ("per_template", "class_raw", "class", "anchor"):
             _array(f, f"text/{name}", np.asarray(text[name], dtype=np.float32))
+        _array(f, "text/anchor_domain", np.asarray(text["anchor_domain"], dtype=np.int64))
         keys = f.create_dataset("images/key", (n_images,), dtype=_STR, track_times=False)
         labels = f.create_dataset("images/label", (n_images,), dtype=np.int64, track_times=False)
         domains = f.create_dataset("images/domain", (n_images,), dtype=np.int64, track_times=False)
@@ -128,13 +129,14 @@ class StoreReader:
         except OSError as e:
             raise UserError(f"cannot open teacher store {self.path}: {e}") from None
         with f:
+            version = f.attrs.get("schema_version")
+            if version is not None and int(version) != SCHEMA_VERSION:
+                raise UserError(f"{self.path}: store schema version {int(version)}, this tool reads version "
+                                f"{SCHEMA_VERSION}; rerun `rise-pipeline extract --steps embed`")
             missing = [n for n in REQUIRED if n not in f] + [f"attr {a}" for a in REQUIRED_ATTRS if a not in f.attrs]
             if missing:
                 raise UserError(f"{self.path} is not a teacher store: missing {', '.join(missing)}")
             self.attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
-            if self.attrs["schema_version"] != SCHEMA_VERSION:
-                raise UserError(f"{self.path}: store schema version {self.attrs['schema_version']}, this tool reads "
-                                f"version {SCHEMA_VERSION}; rerun `rise-pipeline extract --steps embed`")
             s = lambda name: [str(x) for x in f[name].asstr()[()]]  # noqa: E731
             self.class_names, self.display_names = s("classes/names"), s("classes/display")
             self.domain_names, self.templates, self.anchors = s("domains/names"), s("text/templates"), s("text/anchors")
@@ -142,6 +144,7 @@ class StoreReader:
             self.text_class_raw = f["text/class_raw"][()]
             self.text_class = f["text/class"][()]
             self.text_anchor = f["text/anchor"][()]
+            self.anchor_domains = f["text/anchor_domain"][()]  # domain index each anchor names; -1: none
             self.keys = np.array(s("images/key"), dtype=object)
             self.labels = f["images/label"][()]
             self.domains = f["images/domain"][()]

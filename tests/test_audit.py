@@ -6,7 +6,7 @@ import numpy as np
 
 from pipeline.augment import PARAM_COLUMNS
 from pipeline.extract.audit import audit, near_duplicates
-from pipeline.store import ImageChunk, StoreReader, write_store
+from pipeline.store import SCHEMA_VERSION, ImageChunk, StoreReader, write_store
 
 D = 64
 
@@ -18,10 +18,11 @@ def _store(path, emb, domains, splits):
                        splits=np.asarray(splits, np.uint8), clean=emb, view_keys=keys[:0],
                        view_emb=np.zeros((0, 0, D)), view_params=np.zeros((0, 0, 14)))
     z = np.zeros((1, 1, D), np.float32)
-    write_store(path, attrs=dict(schema_version=1, model="m", pretrained="p", embed_dim=D, views=0,
+    write_store(path, attrs=dict(schema_version=SCHEMA_VERSION, model="m", pretrained="p", embed_dim=D, views=0,
                                  shard_set_sha256="x", dtype="float32"),
                 class_names=["c"], display_names=["c"], domain_names=["art", "photo"], templates=["{}"],
-                anchors=["a"], text={"per_template": z, "class_raw": z[0], "class": z[0], "anchor": z},
+                anchors=["a"], text={"per_template": z, "class_raw": z[0], "class": z[0], "anchor": z,
+                                                "anchor_domain": np.array([-1])},
                 n_images=n, n_views=0, chunks=[chunk], param_columns=PARAM_COLUMNS)
     return StoreReader(path)
 

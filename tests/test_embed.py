@@ -73,6 +73,21 @@ def test_image_embeddings_equal_open_clip_directly(built):
     assert r.display_names == ["alarm clock", "dog"] and r.anchors == ["art painting", "photo"]
 
 
+def test_store_text_is_the_references_raw_template_mean(built):
+    """t_raw in the store = mean over templates of open_clip's raw text features (RISE's reference);
+    t_hat = its normalisation; every default anchor is tagged with the domain it names."""
+    model, _ = _reference()
+    tok = open_clip.get_tokenizer("RISE-micro-ViT")
+    r = StoreReader(built / "embeddings.h5")
+    with torch.no_grad():
+        per = np.stack([model.encode_text(tok([t.format(c) for c in r.display_names])).numpy() for t in r.templates])
+    raw = per.mean(0)
+    np.testing.assert_allclose(r.text_class_raw, raw, atol=1e-5)
+    np.testing.assert_allclose(r.text_class, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
+    assert r.attrs["text_average"] == "raw"
+    assert r.anchor_domains.tolist() == list(range(len(r.domain_names)))
+
+
 def test_replayed_view_gives_stored_embedding(built):
     model, preprocess = _reference()
     r = StoreReader(built / "embeddings.h5")

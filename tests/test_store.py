@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.augment import PARAM_COLUMNS
 from pipeline.errors import UserError
-from pipeline.store import ImageChunk, StoreReader, write_store
+from pipeline.store import SCHEMA_VERSION, ImageChunk, StoreReader, write_store
 
 C, D, K, P, A = 3, 8, 2, 2, 2
 
@@ -32,10 +32,11 @@ def _chunks(rng, sizes):
 
 def _write(path, chunks, dtype="float16"):
     rng = np.random.default_rng(1)
-    attrs = dict(schema_version=1, model="m", pretrained="p", embed_dim=D, views=K, shard_set_sha256="abc",
+    attrs = dict(schema_version=SCHEMA_VERSION, model="m", pretrained="p", embed_dim=D, views=K, shard_set_sha256="abc",
                  dtype=dtype, augment={"flip_p": 0.5}, preprocess={"size": [32, 32]})
     text = dict(per_template=rng.normal(size=(P, C, D)), class_raw=rng.normal(size=(C, D)),
-                **{"class": rng.normal(size=(C, D))}, anchor=rng.normal(size=(A, C, D)))
+                **{"class": rng.normal(size=(C, D))}, anchor=rng.normal(size=(A, C, D)),
+                anchor_domain=np.array([0, -1]))
     write_store(path, attrs=attrs, class_names=["a_b", "c", "d"], display_names=["a b", "c", "d"],
                 domain_names=["x", "y"], templates=["a {}.", "b {}."], anchors=["x", "y"], text=text,
                 n_images=sum(len(c.keys) for c in chunks), n_views=sum(len(c.view_keys) for c in chunks),
@@ -47,7 +48,7 @@ def test_schema_readable_with_h5py_alone(tmp_path):
     chunks = _chunks(np.random.default_rng(0), [5, 4])
     text = _write(tmp_path / "s.h5", chunks)
     with h5py.File(tmp_path / "s.h5", "r") as f:
-        assert f.attrs["schema_version"] == 1 and f.attrs["views"] == K
+        assert f.attrs["schema_version"] == SCHEMA_VERSION and f.attrs["views"] == K
         assert list(f["classes/names"].asstr()[()]) == ["a_b", "c", "d"]
         assert f["text/per_template"].shape == (P, C, D) and f["text/anchor"].shape == (A, C, D)
         np.testing.assert_allclose(f["text/class"][()], text["class"], rtol=1e-6)

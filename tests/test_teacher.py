@@ -11,7 +11,15 @@ import torch
 
 from pipeline.demo.models import register_project_models
 from pipeline.errors import UserError
-from pipeline.extract.prompts import RISE_TEMPLATES, anchor_names, display_names, readable, text_embeddings
+from pipeline.extract.prompts import (
+    PHOTO_ANCHORS,
+    RISE_TEMPLATES,
+    anchor_domains,
+    anchor_names,
+    display_names,
+    readable,
+    text_embeddings,
+)
 from pipeline.extract.teacher import load_teacher, weights_sha256
 
 register_project_models()
@@ -75,13 +83,27 @@ def test_text_embeddings_equal_open_clip_directly():
     displays, anchors = ["alarm clock", "dog"], ["art painting", "photo"]
     got = text_embeddings(t.encode_text, displays, list(RISE_TEMPLATES), anchors)
     with torch.no_grad():
-        per = np.stack([torch.nn.functional.normalize(ref.encode_text(tok([tpl.format(c) for c in displays])), dim=-1)
-                        .numpy() for tpl in RISE_TEMPLATES])
+        per = np.stack([ref.encode_text(tok([tpl.format(c) for c in displays])).numpy() for tpl in RISE_TEMPLATES])
         anchor = np.stack([torch.nn.functional.normalize(ref.encode_text(tok([f"a {a} of a {c}" for c in displays])),
                                                          dim=-1).numpy() for a in anchors])
+    # RISE's reference: t_raw = mean of the raw per-template features, t_hat = its normalisation.
     raw = per.mean(0)
     np.testing.assert_allclose(got["per_template"], per, atol=1e-5)
     np.testing.assert_allclose(got["class_raw"], raw, atol=1e-5)
     np.testing.assert_allclose(got["class"], raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
     np.testing.assert_allclose(got["anchor"], anchor, atol=1e-5)
-    assert np.linalg.norm(got["class_raw"], axis=1).max() < 1.0  # the mean of unit vectors is shorter
+    # CLIP's zero-shot recipe (the option): normalise each template's feature, then average.
+    clip = text_embeddings(t.encode_text, displays, list(RISE_TEMPLATES), anchors, average="normalised")
+    unit = per / np.linalg.norm(per, axis=-1, keepdims=True)
+    np.testing.assert_allclose(clip["class_raw"], unit.mean(0), atol=1e-5)
+    assert np.linalg.norm(clip["class_raw"], axis=1).max() < 1.0  # the mean of unit vectors is shorter
+    assert not np.allclose(clip["class"], got["class"], atol=1e-4)  # the two recipes really differ here
+
+
+def test_anchors_are_tagged_with_the_domain_they_name():
+    domains = ["art_painting", "cartoon", "photo", "sketch"]
+    assert anchor_domains(["art painting", "cartoon", "photo", "sketch"], domains) == [0, 1, 2, 3]
+    assert anchor_domains(anchor_names(domains), domains) == [0, 1, 2, 3]
+    assert anchor_domains(["RealWorld", "Clipart"], ["Art", "Clipart", "Product", "Real World"]) == [3, 1]
+    assert anchor_domains(["real photo", "quickdraw"], ["clipart", "quickdraw", "real"]) == [2, 1]
+    assert anchor_domains(list(PHOTO_ANCHORS), ["Caltech101", "LabelMe", "SUN09", "VOC2007"]) == [-1] * 4

@@ -22,7 +22,14 @@ from ..devices import DEVICES, PRECISION_NAMES
 from ..errors import UserError
 from ..io import write_json
 from ..store import SCHEMA_VERSION, SPLITS, STORE_NAME, ImageChunk, StoreReader, write_store
-from .prompts import RISE_TEMPLATES, anchor_names, display_names, text_embeddings
+from .prompts import (
+    RISE_TEMPLATES,
+    TEXT_AVERAGES,
+    anchor_domains,
+    anchor_names,
+    display_names,
+    text_embeddings,
+)
 
 log = logging.getLogger("rise.embed")
 PARTS_DIR = "parts"
@@ -48,6 +55,9 @@ class EmbedConfig:
     anchors: list[str] = field([], "domain anchor phrases; empty: readable domain names (art_painting -> "
                                    "'art painting')", cli=False)
     class_names: dict = field({}, "display name overrides: class folder name -> name used in prompts", cli=False)
+    text_average: str = field("raw", "class text embedding: mean of the raw template features, then normalised "
+                                     "(RISE's reference), or mean of normalised features (CLIP's zero-shot "
+                                     "recipe)", choices=TEXT_AVERAGES)
     audit_threshold: float = field(0.95, "cosine at or above which two clean views count as near-duplicates")
     audit_neighbours: int = field(10, "neighbours searched per image by the audit")
 
@@ -163,11 +173,13 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
 
     displays = display_names(classes, cfg.class_names)
     anchors = anchor_names(domains, cfg.anchors)
-    text = text_embeddings(teacher.encode_text, displays, cfg.templates, anchors)
+    text = text_embeddings(teacher.encode_text, displays, cfg.templates, anchors, cfg.text_average)
+    text["anchor_domain"] = np.asarray(anchor_domains(anchors, domains), dtype=np.int64)
     attrs = dict(teacher.provenance, schema_version=SCHEMA_VERSION, tool_version=__version__, views=cfg.views,
                  augment=spec.augment.to_dict(), seed=cfg.seed, shard_set_sha256=shard_set_checksum(work),
                  dtype=cfg.dtype, precision=teacher.precision,
-                 parts_fingerprint=fp, skipped=len(skipped), max_pixels=spec.max_pixels)
+                 parts_fingerprint=fp, skipped=len(skipped), max_pixels=spec.max_pixels,
+                 text_average=cfg.text_average)
     store = work / STORE_NAME
     write_store(store, attrs=attrs, class_names=classes, display_names=displays, domain_names=domains,
                 templates=list(cfg.templates), anchors=anchors, text=text, n_images=n_images, n_views=n_views,

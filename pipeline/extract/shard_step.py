@@ -74,7 +74,7 @@ def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: st
     manifest.write_manifest(work / manifest.MANIFEST_NAME, rows)
     write_json(root / shards.STATS_NAME, stats)
     entries = [{"path": u["name"], "domain": u["domain"], "sha256": written[u["name"]]["sha256"],
-                "n": written[u["name"]]["n"]} for u in units]
+                "n": written[u["name"]]["n"], "samples": written[u["name"]]["samples"]} for u in units]
     index = {"classes": source.classes, "domains": source.domains, "shards": entries,
              "shard_set_sha256": shards.checksum_of_entries(entries), "config": _recorded_config(cfg)}
     write_json(root / shards.INDEX_NAME, index)

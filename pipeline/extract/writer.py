@@ -21,10 +21,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import BadSample, UserError
+from ..images import IMAGE_EXTS
 from ..io import atomic_path, sha256_file, write_text
 from ..seeding import digest64, unit_float
 from .probe import reencode
 
+IMAGE_EXT_SET = frozenset(IMAGE_EXTS.values())
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_\-/]")
 FORMAT_VERSION = 1  # bump when the shard bytes for the same plan change (invalidates reuse)
 TAR_MTIME = 0  # fixed member metadata: same inputs -> byte-identical tars
@@ -128,6 +130,8 @@ def _reusable(tar_path: Path, fingerprint: str) -> dict | None:
         return None
     if record.get("fingerprint") != fingerprint or record.get("sha256") != sha256_file(tar_path):
         return None
+    if not isinstance(record.get("samples"), list):  # a shard from before offsets were recorded: rewrite it
+        return None
     return record
 
 
@@ -140,7 +144,8 @@ def write_shard(unit: dict, shards_root: str, max_pixels: int) -> dict:
     tar_path = Path(shards_root) / unit["name"]
     record = _reusable(tar_path, unit["fingerprint"])
     if record is not None:
-        return {"name": unit["name"], "sha256": record["sha256"], "n": record["n"], "reused": True}
+        return {"name": unit["name"], "sha256": record["sha256"], "n": record["n"], "samples": record["samples"],
+                "reused": True}
 
     def samples():
         for s in unit["samples"]:
@@ -161,16 +166,21 @@ def write_shard(unit: dict, shards_root: str, max_pixels: int) -> dict:
                     meta.update(info)
             yield encode_sample(s["key"], ext, data, s["cls"], meta)
 
+    layout: list[tuple] = []
     with atomic_path(tar_path) as tmp, open(tmp, "wb") as f:
-        n = write_tar(f, samples())
+        n = write_tar(f, samples(), layout)
     digest = sha256_file(tar_path)
-    write_text(_sidecar(tar_path), json.dumps({"fingerprint": unit["fingerprint"], "sha256": digest, "n": n},
-                                              sort_keys=True) + "\n")
-    return {"name": unit["name"], "sha256": digest, "n": n, "reused": False}
+    # Where each sample's image bytes sit in the tar: distill reads planned batches by random access.
+    offsets = [[key, ext, offset, size] for key, ext, offset, size in layout if ext in IMAGE_EXT_SET]
+    record = {"fingerprint": unit["fingerprint"], "sha256": digest, "n": n, "samples": offsets}
+    write_text(_sidecar(tar_path), json.dumps(record, sort_keys=True) + "\n")
+    return {"name": unit["name"], "sha256": digest, "n": n, "samples": offsets, "reused": False}
 
 
-def write_tar(fileobj, samples: Iterable[dict]) -> int:
+def write_tar(fileobj, samples: Iterable[dict], layout: list | None = None) -> int:
     """Write samples ({'__key__', ext: bytes, ...}) as a WebDataset tar; returns the sample count.
+
+    `layout`, when given, receives one (key, ext, data offset, size) tuple per member, in tar order.
 
     The same layout as webdataset's TarWriter (members `<key>.<ext>` in sorted-extension order, a
     streamed PAX tar) but with every header field fixed (mtime 0, uid/gid 0, names 'rise', mode 0444),
@@ -188,6 +198,8 @@ def write_tar(fileobj, samples: Iterable[dict]) -> int:
                 info.uid = info.gid = 0
                 info.uname = info.gname = "rise"
                 tar.addfile(info, io.BytesIO(data))
+                if layout is not None:  # the data ends where the (block-padded) archive now ends
+                    layout.append((key, ext, tar.offset - -(-len(data) // 512) * 512, len(data)))
             n += 1
     return n
 
