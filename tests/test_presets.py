@@ -212,3 +212,16 @@ def test_missing_root_gets_canonical_spellings_and_one_note(tmp_path):
     assert p["sweep"]["domains"] == ["Art", "Clipart", "Product", "Real World"]
     assert p["embed"]["anchors"] == ["Art", "Clipart", "Product", "RealWorld"]
 
+
+def test_shard_refuses_sweep_domains_missing_from_the_data(tmp_path):
+    root = make_plain(tmp_path / "VLCS", domains=("caltech", "labelme", "sun"), classes=("bird",), per_class=2)
+    params = _params(tmp_path, "sweep:\n  domains: [Caltech101, labelme, SUN09]\n")
+    work = tmp_path / "work"
+    r = _cli("extract", "--steps", "shard", "--data-root", str(root), "--out", str(work), "--params", str(params))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for fragment in ("'Caltech101'", "'SUN09'", "caltech, labelme, sun", "rise-pipeline preset", "sweep.domains"):
+        assert fragment in lines[0], fragment
+    assert "'labelme'" not in lines[0]
+    assert not work.exists()
