@@ -6,6 +6,7 @@ Expectations are computed here from `dataclasses.fields`, not from the generator
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -228,3 +229,14 @@ def test_flags_override_params_which_override_defaults(tmp_path, capsys, monkeyp
                          capsys)
     assert rc == 0, err
     assert (got["shard"].workers, got["embed"].workers, got["shard"].seed, got["embed"].seed) == (3, 3, 5, 5)
+
+
+@pytest.mark.parametrize("command", ["extract", "distill", "report"])
+def test_readme_usage_lists_every_flag(command):
+    """The README's usage block of each stage names exactly the flags its --help has."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+              if b.startswith(f"rise-pipeline {command} ")]
+    assert len(blocks) == 1, f"one usage block for {command}"
+    listed = {m.split("/")[0] for m in re.findall(r"(?<![\w-])--[a-z][a-z-]*(?:/--[a-z-]+)?", blocks[0])}
+    assert listed == set(_help_records(command)) - {"-h"}
