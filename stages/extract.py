@@ -42,9 +42,7 @@ def _sweep_domains(params: dict) -> list[str] | None:
               help="Work folder: shards/, manifest, embeddings.h5 and reports are written here.")
 @click.option("--steps", default="shard,embed", show_default=True, help="Comma-separated steps to run.")
 @params_option
-@config_options(ShardConfig, EmbedConfig, shared={
-    "seed": "shard: the train/val split; embed: the augmented views",
-    "workers": "shard: local dask workers; embed: data-loader workers"})
+@config_options(ShardConfig, EmbedConfig)
 @click.option("--scheduler", default=None, help="Address of an existing dask.distributed scheduler (tcp://host:8786).")
 def extract(data_root, work, steps, params_path, scheduler, **options):
     """Stage one: shard DATA into WebDataset tars, then run the CLIP teacher once into WORK/embeddings.h5.

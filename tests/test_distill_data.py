@@ -1,4 +1,4 @@
-"""pipeline.data: the student replays exactly the stored views; order and coverage are seeded."""
+"""pipeline.distill.data: the student replays exactly the stored views; order and coverage are seeded."""
 
 from __future__ import annotations
 
