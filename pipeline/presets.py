@@ -194,7 +194,7 @@ def _no_match_message(name: str, data_root, found: list[str]) -> str:
 # params.yaml overlays
 
 
-def dataset_overlay(name: str, data_root: str, plan: DomainPlan | None = None, teacher: str = "ViT-B-16",
+def dataset_overlay(name: str, data_root: str, plan: DomainPlan | None = None, teacher: str = "ViT-B-16-quickgelu",
                     pretrained: str = "openai", student: str = "resnetv2_50x1_bit.goog_in21k_ft_in1k") -> dict:
     """The params.yaml sections a real dataset needs, with RISE's published defaults; the domains and
     anchors are `plan`'s (default: the dataset's canonical ones)."""

@@ -64,7 +64,7 @@ def test_preset_rewrites_params_keeping_comments(tmp_path):
     assert p["distill"]["lr"] == 2e-3 and p["distill"]["momentum"] == 0.9 and p["distill"]["epochs"] == 20
     assert p["distill"]["text_ensemble"] is True
     assert p["embed"]["anchors"] == ["bright photo", "corrupted photo", "dark photo", "good photo"]
-    assert p["embed"]["model"] == "ViT-B-16" and p["embed"]["pretrained"] == "openai"
+    assert p["embed"]["model"] == "ViT-B-16-quickgelu" and p["embed"]["pretrained"] == "openai"
     assert p["sweep"]["domains"] == ["location_100", "location_38", "location_43", "location_46"]
     assert len(p["sweep"]["grid"]) == 6 and not _lines(r.stderr, "warning:")
     assert p["world"]["enabled"] is False and p["teacher"]["enabled"] is False

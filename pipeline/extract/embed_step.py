@@ -34,7 +34,8 @@ CONFIG_NAME = "embed_config.json"
 @dataclasses.dataclass
 class EmbedConfig:
     # RISE's teacher by default; the embedded demo's params.yaml names its own small teacher instead.
-    model: str = field("ViT-B-16", "open_clip model name (ViT-B-16), hf-hub:ORG/REPO, or local-dir:PATH")
+    model: str = field("ViT-B-16-quickgelu", "open_clip model name (ViT-B-16-quickgelu: OpenAI's weights with their "
+                                               "QuickGELU), hf-hub:ORG/REPO, or local-dir:PATH")
     pretrained: str = field("openai", "open_clip pretrained tag (openai), a checkpoint file, or 'random' (tests only)")
     views: int = field(20, "augmented views K per training image; K >= distill epochs (RISE: 20) gives a fresh "
                            "view every epoch")
