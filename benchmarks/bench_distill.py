@@ -55,15 +55,14 @@ def _timed(fn, repeats: int = 2) -> float:
 def bench(work: Path, student: str, image_size: int, batch_size: int, workers: int, device: str) -> dict:
     from pipeline.distill.losses import total_loss
     from pipeline.distill.step import DistillConfig
-    from pipeline.distill.trainer import Run, _loader
+    from pipeline.distill.trainer import Trainer, _loader
     from pipeline.extract.teacher import load_teacher
     from pipeline.store import verify_store
 
     store = verify_store(work)
     cfg = DistillConfig(target_domain=store.domain_names[0], student=student, pretrained=False, epochs=3,
                         batch_size=batch_size, image_size=image_size, workers=workers, device=device)
-    with tempfile.TemporaryDirectory() as out:
-        run = Run(cfg, store, work, Path(out))
+    run = Trainer(cfg, store, work)
     n = len(run.train_stream)
     run.train_epoch(0)                                            # warm-up (allocator, cudnn, page cache)
     t_store = _timed(lambda: run.train_epoch(1))
@@ -79,8 +78,8 @@ def bench(work: Path, student: str, image_size: int, batch_size: int, workers: i
 
     # (a) the same step on tensors already on the device
     run.train_stream.epoch = 1
-    batches = [(x.to(run.device), y.to(run.device), t.to(run.device))
-               for x, y, t, _d, _r in _loader(run.train_stream, batch_size, workers, 0)]
+    batches = [(b.image.to(run.device), b.label.to(run.device), b.teacher.to(run.device))
+               for b in _loader(run.train_stream, batch_size, workers, 0)]
     t_mem = _timed(lambda: [step(*b) for b in batches])
     batches.clear()
 
@@ -90,8 +89,8 @@ def bench(work: Path, student: str, image_size: int, batch_size: int, workers: i
     std = torch.tensor(teacher.std, device=run.device).view(1, 3, 1, 1)
 
     def online_epoch():
-        for x, y, _t, _d, _r in _loader(run.train_stream, batch_size, workers, 0):
-            x, y = x.to(run.device), y.to(run.device)
+        for b in _loader(run.train_stream, batch_size, workers, 0):
+            x, y = b.image.to(run.device), b.label.to(run.device)
             xt = torch.nn.functional.interpolate(x.float() / 255, size=teacher.image_size, mode="bilinear",
                                                  antialias=True, align_corners=False)
             step(x, y, teacher.encode_images((xt - mean) / std).float().clone())  # clone: leave inference mode

@@ -220,6 +220,20 @@ class StoreReader:
         return np.asarray(self._map("vpar", self._vpar_loc)[np.asarray(vrows), np.asarray(ks)], dtype=np.float32)
 
 
+def zero_shot_hits(reader: StoreReader, rows=None, block: int = 65536) -> np.ndarray:
+    """Per row of `rows` (default: every row, in order), whether the teacher's zero-shot prediction is right:
+    argmax over classes of clean embedding . text/class == label. One rule for the embed step's teacher
+    report and distill's teacher baseline. Embeddings are read `block` rows at a time, so memory stays
+    bounded (docs/design.md, "Bounded memory"); the answer is 1 byte a row."""
+    n = len(reader) if rows is None else len(rows)
+    picked = None if rows is None else np.asarray(rows, dtype=np.int64)
+    hits = np.zeros(n, dtype=bool)
+    for start in range(0, n, block):
+        r = np.arange(start, min(n, start + block)) if picked is None else picked[start:start + block]
+        hits[start:start + len(r)] = (reader.clean(r) @ reader.text_class.T).argmax(1) == reader.labels[r]
+    return hits
+
+
 def verify_store(work: str | os.PathLike) -> StoreReader:
     """Open WORK/embeddings.h5 and check that it was made from the shards now in WORK/shards."""
     from .shards import shard_set_checksum

@@ -1,5 +1,7 @@
-"""The application: one module per pipeline stage plus the click entry point (`stages.cli`).
+"""The application: one module per command plus the click entry point (`stages.cli`).
 
-Stages resolve their config, skip what is up to date, call the library (`pipeline`) and write outputs
-atomically. They hold no maths. Imports point one way: stages -> pipeline.
+A command parses its arguments (flags generated from the library's config dataclasses by `stages.options`),
+loads its params.yaml section(s), calls one step function of the library (`pipeline`) and prints. Steps
+decide what is up to date and write their outputs; commands hold no maths and no config definitions.
+Imports point one way: stages -> pipeline.
 """

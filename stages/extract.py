@@ -23,6 +23,17 @@ def _parse_steps(value: str) -> list[str]:
     return [s for s in STEPS if s in steps]  # always shard before embed
 
 
+def _sweep_domains(params: dict) -> list[str] | None:
+    """params.yaml's sweep.domains (the held-out domains of dvc.yaml's distill matrix), if any."""
+    sweep = params.get("sweep") or {}
+    domains = sweep.get("domains") if isinstance(sweep, dict) else None
+    if domains is None:
+        return None
+    if not isinstance(domains, list) or not all(isinstance(d, (str, int)) for d in domains):
+        raise UserError(f"sweep.domains must be a list of domain names, got {domains!r}")
+    return [str(d) for d in domains]  # YAML reads a folder named 2007 as a number
+
+
 @click.command(context_settings={"max_content_width": 100})
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Dataset: a DomainBed-style folder DATA/<domain>/<class>/<image>, or an index file "
@@ -31,9 +42,7 @@ def _parse_steps(value: str) -> list[str]:
               help="Work folder: shards/, manifest, embeddings.h5 and reports are written here.")
 @click.option("--steps", default="shard,embed", show_default=True, help="Comma-separated steps to run.")
 @params_option
-@config_options(ShardConfig, EmbedConfig, shared={
-    "seed": "shard: the train/val split; embed: the augmented views",
-    "workers": "shard: local dask workers; embed: data-loader workers"})
+@config_options(ShardConfig, EmbedConfig)
 @click.option("--scheduler", default=None, help="Address of an existing dask.distributed scheduler (tcp://host:8786).")
 def extract(data_root, work, steps, params_path, scheduler, **options):
     """Stage one: shard DATA into WebDataset tars, then run the CLIP teacher once into WORK/embeddings.h5.
@@ -48,7 +57,7 @@ def extract(data_root, work, steps, params_path, scheduler, **options):
         if data_root is None:
             raise UserError("--data-root is required for the shard step")
         run_shard(load_section(ShardConfig, params, "shard", overrides_for(ShardConfig, options)),
-                  data_root=data_root, work=work, scheduler=scheduler)
+                  data_root=data_root, work=work, scheduler=scheduler, expected_domains=_sweep_domains(params))
     if "embed" in chosen:
         from pipeline.extract.embed_step import run as run_embed
 

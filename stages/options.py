@@ -45,42 +45,63 @@ def _show(value) -> str:
     return str(value)
 
 
-def _option(f: dataclasses.Field, annotation, also: str = "") -> Callable:
+def _section_of(cls: type) -> str:
+    """The label a shared option uses for one of its classes: `ShardConfig` -> "shard"."""
+    return cls.__name__.removesuffix("Config").lower()
+
+
+def _option(name: str, owners: list[tuple[type, dataclasses.Field, object]]) -> Callable:
+    """One click option for field `name`, declared by one or (extract's `seed`, `workers`) several classes.
+
+    A shared option sets the field in every class; its help joins each class's help, and its default says
+    per class what applies when the option is not given."""
+    f, annotation = owners[0][1], owners[0][2]
     base = _base_type(annotation)
-    default = default_of(f)
     choices = f.metadata.get("choices")
-    text = f.metadata.get("help", "")
-    if also:
-        text = f"{text} ({also})"
-    text = f"{text} [default: {_show(default)}]"
-    names = [flag_name(f.name)]
-    if "_" in f.name:
-        names.append("--" + f.name)  # DVC's dict unpacking writes `--w_kd 0.9`
+    if len(owners) == 1:
+        text = f.metadata.get("help", "")
+        shown = _show(default_of(f))
+    else:
+        text = "; ".join(f"{_section_of(cls)}: {g.metadata.get('help', '').rstrip('.')}" for cls, g, _ in owners) + "."
+        defaults = [default_of(g) for _, g, _ in owners]
+        shown = _show(defaults[0]) if all(d == defaults[0] for d in defaults) else \
+            ", ".join(f"{_section_of(cls)} {_show(default_of(g))}" for cls, g, _ in owners)
+    if base is list:
+        text += " (comma-separated)"
+    text = f"{text} [default: {shown}]"
+    names = [flag_name(name)]
+    if "_" in name:
+        names.append("--" + name)  # DVC's dict unpacking writes `--w_kd 0.9`
     if base is bool:
-        pos = flag_name(f.name)
-        return click.option(f"{pos}/--no-{pos[2:]}", f.name, default=None, help=text)
+        # DVC writes a true boolean as `--text_ensemble` (and, with parsing.bool: boolean_optional, a false one
+        # as `--no-text_ensemble`), so the underscore spelling is accepted here too.
+        decls = [f"{n}/--no-{n[2:]}" for n in names]
+        return click.option(*decls, name, default=None, help=text)
     if choices:
         kind = click.Choice([str(c) for c in choices])
     elif base is list:
-        kind, text = str, text.replace("[default:", "(comma-separated) [default:")
+        kind = str
     else:
         kind = {int: int, float: float, str: str}.get(base, str)
-    return click.option(*names, f.name, type=kind, default=None, help=text, metavar=None)
+    return click.option(*names, name, type=kind, default=None, help=text)
 
 
-def config_options(*classes: type, skip: tuple[str, ...] = (), shared: dict[str, str] | None = None) -> Callable:
+def config_options(*classes: type) -> Callable:
     """Decorator adding one click option per CLI field of `classes` (in declaration order).
 
-    A field name present in several classes (extract's `seed`, `workers`) becomes one option that sets
-    all of them; `shared[name]` says so in its help."""
-    seen: dict[str, tuple] = {}
+    Fields with `cli=False` metadata (mappings, free-text lists, params-only switches) get no flag. A field
+    name present in several classes (extract's `seed`, `workers`) becomes one option that sets all of them."""
+    owners: dict[str, list] = {}
     for cls in classes:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if f.name in skip or not f.metadata.get("cli", True) or f.name in seen:
-                continue
-            seen[f.name] = (f, hints[f.name])
-    decorators = [_option(f, ann, (shared or {}).get(name, "")) for name, (f, ann) in seen.items()]
+            if f.metadata.get("cli", True):
+                owners.setdefault(f.name, []).append((cls, f, hints[f.name]))
+    for name, found in owners.items():
+        kinds = {_base_type(ann) for _, _, ann in found}
+        if len(kinds) > 1:
+            raise TypeError(f"option --{name} is declared with different types: {sorted(map(str, kinds))}")
+    decorators = [_option(name, found) for name, found in owners.items()]
 
     def apply(fn: Callable) -> Callable:
         for deco in reversed(decorators):

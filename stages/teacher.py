@@ -16,7 +16,7 @@ from stages.options import config_options, overrides_for, params_option
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder for teacher.pt and pretrain_report.json.")
 @params_option
-@config_options(PretrainConfig, skip=("enabled",))
+@config_options(PretrainConfig)
 def pretrain_teacher(out, params_path, **options):
     """Pretrain the small demo CLIP contrastively on captioned images of all four styles.
 

@@ -15,7 +15,7 @@ from stages.options import config_options, overrides_for, params_option
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Dataset root to write: OUT/<domain>/<class>/<index>.png (replaced as a whole).")
 @params_option
-@config_options(WorldConfig, skip=("enabled",))
+@config_options(WorldConfig)
 @click.option("--captions", type=click.Path(path_type=Path), default=None,
               help="Also write one JSON line per image {path, domain, class, caption} here (outside OUT).")
 @click.option("--grid", type=click.Path(path_type=Path), default=None,

@@ -1,9 +1,11 @@
-"""Distill runs end to end on a tiny real work folder: outputs schema, selection, resume, bad input."""
+"""Distill runs end to end on a tiny real work folder: outputs schema, selection, resume, bad input, and
+checkpoints that are only ever read with torch's safe loader."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,8 +15,9 @@ import h5py
 import pytest
 import torch
 
+from pipeline.distill.checkpoints import BEST_KEYS, FORMAT, LAST_KEYS, read_checkpoint
 from pipeline.distill.step import DistillConfig, run
-from pipeline.distill.trainer import EPOCH_COLUMNS, Run
+from pipeline.distill.trainer import EPOCH_COLUMNS, Trainer
 from pipeline.errors import UserError
 from tests.distill_fixtures import DOMAINS, shared_work
 
@@ -48,6 +51,29 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def _cli_args(work, out, epochs: int, device: str) -> list[str]:
+    """The command line of `_cfg(epochs=epochs, device=device)` (no --params: defaults + these flags)."""
+    return ["--work", str(work), "--out", str(out), "--target-domain", TARGET, "--student", "test_resnet",
+            "--no-pretrained", "--epochs", str(epochs), "--image-size", "32", "--batch-size", "8", "--workers",
+            "0", "--device", device]
+
+
+# The real CLI in its own process, SIGKILLed (no cleanup, no handler) as epoch 2 begins: last.pt then holds
+# epoch 1, saved by the run itself. The kill is the only thing this wrapper adds.
+KILLED_IN_EPOCH_2 = """
+import os, signal, sys
+from pipeline.distill.trainer import Trainer
+from stages.cli import main
+real = Trainer.train_epoch
+def train_epoch(self, epoch):
+    if epoch == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, epoch)
+Trainer.train_epoch = train_epoch
+main(sys.argv[1:])
+"""
+
+
 def test_outputs_and_metrics_schema(work, three_epochs):
     out, metrics = three_epochs
     assert METRIC_KEYS <= set(metrics)
@@ -74,39 +100,86 @@ def test_outputs_and_metrics_schema(work, three_epochs):
         pred = (f["images/clean"][()][mask] @ f["text/class"][()].T).argmax(1)
         assert metrics["teacher_target_acc"] == pytest.approx(float((pred == f["images/label"][()][mask]).mean()))
         shard_sha = f.attrs["shard_set_sha256"]
-    for name in ("last.pt", "best.pt"):
-        ck = torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=False)
+    # both checkpoints load with torch's safe loader (tensors and plain data only) and carry the marker
+    for name, keys in (("last.pt", LAST_KEYS), ("best.pt", BEST_KEYS)):
+        ck = torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert ck["format"] == FORMAT and ck["store_id"] == metrics["store_id"]
         assert ck["config"] == metrics["config"] and ck["store"]["shard_set_sha256"] == shard_sha
-    best_ck = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+        assert set(read_checkpoint(out / "checkpoints" / name, keys)) == set(keys)
+    best_ck = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     assert best_ck["epoch"] == metrics["selected_epoch"]
+    assert best_ck["metrics"]["target_acc"] == metrics["target_acc"]
 
 
 def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, monkeypatch):
     full_out, full = three_epochs
     out = tmp_path / "run"
-    real = Run.train_epoch
+    real = Trainer.train_epoch
 
     def killed_in_epoch_2(self, epoch):
         if epoch == 1:
             raise KeyboardInterrupt  # what Ctrl-C / SIGINT does mid-epoch
         return real(self, epoch)
 
-    monkeypatch.setattr(Run, "train_epoch", killed_in_epoch_2)
+    monkeypatch.setattr(Trainer, "train_epoch", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(epochs=3), work, out)
     assert not (out / "metrics.json").exists()
-    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["epochs_done"] == 1
-    monkeypatch.setattr(Run, "train_epoch", real)
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epochs_done"] == 1
+    monkeypatch.setattr(Trainer, "train_epoch", real)
     resumed = run(_cfg(epochs=3), work, out)
     assert resumed == full
     assert (out / "epochs.csv").read_text() == (full_out / "epochs.csv").read_text()
-    a = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
-    b = torch.load(full_out / "checkpoints" / "last.pt", weights_only=False)["model"]
+    a = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(full_out / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished run is not retrained; a different config in the same folder is refused
     assert run(_cfg(epochs=3), work, out) == full
     with pytest.raises(UserError, match=r"different config \(lr\)"):
         run(_cfg(epochs=3, lr=0.01), work, out)
+
+
+def test_device_is_not_part_of_the_run(work, three_epochs, tmp_path):
+    """--device changes where a run trains, never its result: a run killed under one value resumes under
+    another, and a finished run is up to date under either (the same rule for both)."""
+    _, full = three_epochs
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_EPOCH_2, "distill", *_cli_args(work, out, 3, "cpu")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert not (out / "metrics.json").exists()
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epochs_done"] == 1
+
+    r = _cli(*_cli_args(work, out, 3, "auto"))  # "auto" is the CPU here as well
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {out} after epoch 1" in r.stderr
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["config"]["device"] == "auto"
+    # exactly the uninterrupted run's metrics (which trained with --device cpu throughout)
+    assert {**resumed, "config": {**resumed["config"], "device": "cpu"}} == json.loads(json.dumps(full))
+    best = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == full["selected_epoch"]
+
+    before = {name: ((out / name).read_bytes(), os.stat(out / name).st_mtime_ns)
+              for name in ("metrics.json", "epochs.csv", "checkpoints/last.pt")}
+    r = _cli(*_cli_args(work, out, 3, "cpu"))
+    assert r.returncode == 0, r.stderr
+    assert f"{out}: up to date" in r.stderr and "epoch 1/3" not in r.stderr
+    assert {name: ((out / name).read_bytes(), os.stat(out / name).st_mtime_ns) for name in before} == before
+
+
+def test_restart_stale_discards_checkpoints_of_another_config(work, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(_cfg(epochs=1), work, out)
+    old = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    (out / "checkpoints" / "notes.pt").write_bytes(b"not ours")  # a file this tool did not write stays
+    capsys.readouterr()
+    m = run(_cfg(epochs=1, lr=0.01), work, out, restart_stale=True)
+    assert "checkpoints from another config or store removed; training from scratch" in capsys.readouterr().err
+    new = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert m["config"]["lr"] == new["config"]["lr"] == 0.01 and new["epochs_done"] == 1
+    assert not all(torch.equal(old["model"][k], new["model"][k]) for k in old["model"])
+    assert (out / "checkpoints" / "notes.pt").read_bytes() == b"not ours"
 
 
 def test_methods_and_text_ensemble_run(work, tmp_path):
@@ -171,3 +244,55 @@ def test_store_from_other_shards_or_incomplete_is_refused(work, tmp_path):
         del f["text/anchor"]
     r = _cli("--work", str(broken), "--target-domain", TARGET, "--out", str(tmp_path / "r2"))
     _assert_user_error(r, "missing", "text/anchor")
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this opens (so creates) `path`: any callable could stand there, os.system included."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def _code_running(path: Path, marker: Path) -> None:
+    # Everything a real last.pt holds, plus one object that runs code when loaded.
+    torch.save({"format": FORMAT, "model": {}, "payload": _RunsCodeWhenUnpickled(marker)}, path)
+
+
+def _foreign_file(kind: str, path: Path, tmp_path: Path, work: Path) -> None:
+    if kind in ("runs-code", "runs-code-restart-stale"):
+        _code_running(path, tmp_path / "pwned")
+    elif kind == "random-bytes":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "no-marker":  # a plain torch file of someone else's (or of an older version of this tool)
+        torch.save({"model": {"w": torch.zeros(2)}, "epochs_done": 1}, path)
+    elif kind == "truncated":  # a real last.pt cut short
+        out = tmp_path / "donor"
+        run(_cfg(epochs=1), work, out)
+        data = (out / "checkpoints" / "last.pt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("kind", ["runs-code", "runs-code-restart-stale", "random-bytes", "no-marker", "truncated"])
+def test_foreign_checkpoint_is_refused_and_never_run(work, tmp_path, kind):
+    out = tmp_path / "shared_runs" / "run"
+    last = out / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    _foreign_file(kind, last, tmp_path, work)
+    content = last.read_bytes()
+    extra = ["--restart-stale"] if kind.endswith("restart-stale") else []
+    r = _cli(*_cli_args(work, out, 2, "cpu"), *extra)
+    _assert_user_error(r, str(last), "not a checkpoint written by rise-pipeline", "delete it")
+    assert not (tmp_path / "pwned").exists()  # the code in the file never ran
+    assert last.read_bytes() == content  # refused, not deleted (not even under --restart-stale)
+    assert not (out / "metrics.json").exists() and not (out / "checkpoints" / "best.pt").exists()
+
+
+def test_code_running_fixture_is_a_real_attack(tmp_path):
+    """The file above does run code under the unsafe loader, so the test above can fail."""
+    marker = tmp_path / "pwned"
+    _code_running(tmp_path / "evil.pt", marker)
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()

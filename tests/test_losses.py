@@ -1,4 +1,4 @@
-"""pipeline.losses against references written out sample by sample (docs/method.md formulas, plain Python/math)."""
+"""pipeline.distill.losses against references written out sample by sample (docs/method.md formulas, plain Python/math)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.augment import PARAM_COLUMNS
 from pipeline.errors import UserError
-from pipeline.store import SCHEMA_VERSION, ImageChunk, StoreReader, write_store
+from pipeline.store import SCHEMA_VERSION, ImageChunk, StoreReader, write_store, zero_shot_hits
 
 C, D, K, P, A = 3, 8, 2, 2, 2
 
@@ -98,3 +98,22 @@ def test_not_a_store_refused(tmp_path):
         StoreReader(tmp_path / "x.h5")
     with pytest.raises(UserError, match="not found"):
         StoreReader(tmp_path / "nope.h5")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_zero_shot_hits_match_numpy_on_the_file(tmp_path, dtype):
+    _write(tmp_path / "s.h5", _chunks(np.random.default_rng(3), [20, 17, 9]), dtype=dtype)
+    r = StoreReader(tmp_path / "s.h5")
+    # independent reference: the file read with h5py alone, one matrix product for all rows
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        clean = f["images/clean"][()].astype(np.float32)
+        want = (clean @ f["text/class"][()].T).argmax(1) == f["images/label"][()]
+    assert 0 < want.sum() < len(want)  # both outcomes occur, so a constant answer cannot pass
+    for block in (1, 4, 7, 65536):  # blocks that split the rows unevenly, and one block for all
+        hits = zero_shot_hits(r, block=block)
+        assert hits.dtype == bool
+        np.testing.assert_array_equal(hits, want)
+    rows = np.random.default_rng(0).permutation(len(r))[:25]
+    rows = np.concatenate([rows, rows[:3]])  # any order, repeats allowed: one answer per requested row
+    np.testing.assert_array_equal(zero_shot_hits(r, rows, block=4), want[rows])
+    assert zero_shot_hits(r, np.array([], dtype=np.int64)).shape == (0,)

@@ -1,4 +1,4 @@
-"""pipeline.students: timm backbone by name, projector, text-initialised classifier, gradients."""
+"""pipeline.distill.students: timm backbone by name, projector, text-initialised classifier, gradients."""
 
 from __future__ import annotations
 

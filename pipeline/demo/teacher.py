@@ -30,7 +30,8 @@ TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a sketch of a {}.", "a c
 
 @dataclasses.dataclass
 class PretrainConfig:
-    enabled: bool = field(True, "Pretrain the demo teacher; false (a real CLIP) leaves only a placeholder note.")
+    enabled: bool = field(True, "Pretrain the demo teacher; false (a real CLIP) leaves only a placeholder note.",
+                          cli=False)
     model: str = field("RISE-tiny-RN", "open_clip model config to pretrain (a project config).")
     seed: int = field(0, "Seed of initialisation and batch order.")
     corpus_seed: int = field(101, "World seed of the pretraining images (must differ from world.seed).")
@@ -43,7 +44,8 @@ class PretrainConfig:
     weight_decay: float = field(0.1, "AdamW weight decay.")
     warmup: float = field(0.05, "Share of the steps spent warming up the learning rate.")
     threads: int = field(2, "torch CPU threads (0: torch's default).")
-    templates: list[str] = field(list(TEMPLATES), "Zero-shot prompt templates for the report ('{}' = class).")
+    templates: list[str] = field(list(TEMPLATES), "Zero-shot prompt templates for the report ('{}' = class).",
+                                 cli=False)
 
     def __post_init__(self) -> None:
         if self.corpus_seed == self.eval_seed:

@@ -98,7 +98,8 @@ CLASSES = tuple(sorted(SHAPES))
 
 @dataclasses.dataclass
 class WorldConfig:
-    enabled: bool = field(True, "Generate the world; false (real datasets) leaves only a placeholder note.")
+    enabled: bool = field(True, "Generate the world; false (real datasets) leaves only a placeholder note.",
+                          cli=False)
     seed: int = field(0, "Seed of the benchmark images (the teacher's pretraining corpus uses its own seed).")
     per_cell: int = field(50, "Images per class x domain cell.")
     image_size: int = field(64, "Side of the square images in pixels.")

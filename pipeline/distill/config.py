@@ -52,6 +52,12 @@ def result_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in NON_RESULT_FIELDS}
 
 
+def result_differences(a: dict, b: dict) -> list[str]:
+    """The result-relevant fields in which two run configs differ (empty: the same run), sorted."""
+    ra, rb = result_config(a), result_config(b)
+    return sorted(k for k in ra.keys() | rb.keys() if ra.get(k) != rb.get(k))
+
+
 def check_weight(name: str, value) -> float:
     """A loss weight must be a finite number >= 0 (a NaN weight would poison every step)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) \

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,6 +39,17 @@ log = logging.getLogger(__name__)
 TRAIN, VAL = 0, 1
 # Shards read at once per worker: mixes domains/classes within a batch without opening every file.
 OPEN_SHARDS = 8
+
+
+class Item(NamedTuple):
+    """One training or evaluation sample. DataLoader's default collate batches a list of these into one
+    `Item` of batched fields (image B x 3 x S x S, label B, teacher B x D, domain B, row B)."""
+
+    image: torch.Tensor    # uint8 3 x S x S (normalisation happens on the model's device)
+    label: int
+    teacher: torch.Tensor  # (D,) float32 teacher embedding: of the same view (training), of the clean image (eval)
+    domain: int
+    row: int               # the sample's store row
 
 
 def view_index(seed: int, key: str, epoch: int, k: int) -> int:
@@ -101,15 +113,15 @@ class _StoreStream(IterableDataset):
 
 
 class TrainStream(_StoreStream):
-    """(image uint8 3xSxS, label, teacher embedding of the same view, domain, store row) for training; set `epoch`
-    before each pass (workers receive a fresh copy of the dataset every epoch)."""
+    """Training `Item`s, the teacher embedding being that of the replayed view; set `epoch` before each pass
+    (workers receive a fresh copy of the dataset every epoch)."""
 
     def __init__(self, shards, store, domains: Sequence[int], image_size: int, seed: int, shuffle_buffer: int = 2000):
         super().__init__(shards, store, select_rows(store, domains, [TRAIN]), image_size, seed)
         self.shuffle_buffer = shuffle_buffer
         self.augment = augment_config_of(store)
 
-    def item(self, key: str, data: bytes, row: int, epoch: int) -> tuple:
+    def item(self, key: str, data: bytes, row: int, epoch: int) -> Item:
         """One training item for `key` in `epoch` (public so tests can check the replay directly)."""
         img = decode_rgb(data, self.max_pixels)
         store = self.store
@@ -122,8 +134,8 @@ class TrainStream(_StoreStream):
             params = sample_view(seeded_rng("fresh-view", self.seed, epoch, key), img.width, img.height, self.augment)
             target = store.clean([row])[0]
         image = to_uint8_tensor(apply_view(img, params, self.image_size))
-        return (image, int(store.labels[row]), torch.from_numpy(np.ascontiguousarray(target)),
-                int(store.domains[row]), row)
+        return Item(image=image, label=int(store.labels[row]), teacher=torch.from_numpy(np.ascontiguousarray(target)),
+                    domain=int(store.domains[row]), row=row)
 
     def _interleaved(self, shards: list[Path], rng: np.random.Generator) -> Iterator:
         pending = list(shards)
@@ -138,7 +150,7 @@ class TrainStream(_StoreStream):
             else:
                 yield sample
 
-    def __iter__(self) -> Iterator[tuple]:
+    def __iter__(self) -> Iterator[Item]:
         epoch = self.epoch
         info = get_worker_info()
         worker = 0 if info is None else info.id
@@ -159,7 +171,7 @@ class TrainStream(_StoreStream):
             if out is not None:
                 yield out
 
-    def _emit(self, entry: tuple[str, bytes, int], epoch: int):
+    def _emit(self, entry: tuple[str, bytes, int], epoch: int) -> Item | None:
         key, data, row = entry
         try:
             return self.item(key, data, row, epoch)
@@ -169,10 +181,10 @@ class TrainStream(_StoreStream):
 
 
 class EvalStream(_StoreStream):
-    """(image uint8 3xSxS resized, label, clean teacher embedding, domain, store row) of the `selected` rows,
-    shards in the given order."""
+    """Evaluation `Item`s (whole image resized, clean teacher embedding) of the `selected` rows, shards in the
+    given order."""
 
-    def __iter__(self) -> Iterator[tuple]:
+    def __iter__(self) -> Iterator[Item]:
         for sample in iter_samples(self._my_shards(self.shards)):
             row = self._wanted(sample.key)
             if row is None:
@@ -183,4 +195,5 @@ class EvalStream(_StoreStream):
                 log.warning("skipping sample %s: %s", sample.key, e)
                 continue
             target = torch.from_numpy(self.store.clean([row])[0])
-            yield image, int(self.store.labels[row]), target, int(self.store.domains[row]), row
+            yield Item(image=image, label=int(self.store.labels[row]), teacher=target,
+                       domain=int(self.store.domains[row]), row=row)

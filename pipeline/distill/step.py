@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import to_dict
 from ..errors import UserError
-from .config import DistillConfig, result_config, validate
+from .config import DistillConfig, result_differences, validate
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,10 @@ def run(cfg: DistillConfig, work: str | Path, out: str | Path, restart_stale: bo
     store = verify_store(work)
     if cfg.target_domain not in store.domain_names:
         raise UserError(f"unknown target domain {cfg.target_domain!r}; valid: {', '.join(store.domain_names)}")
-    from .students import check_student_name  # imports timm: after the cheap checks
+    # torch and timm: imported after the cheap checks
+    from .checkpoints import store_identity
+    from .students import check_student_name
     from .trainer import run as train_run
-    from .trainer import store_identity
 
     check_student_name(cfg.student)
     if len(store.domain_names) < 2:
@@ -39,7 +40,7 @@ def run(cfg: DistillConfig, work: str | Path, out: str | Path, restart_stale: bo
         except ValueError:
             previous = {}
         if previous.get("status") == "complete" and isinstance(previous.get("config"), dict) \
-                and result_config(previous["config"]) == result_config(to_dict(cfg)) \
+                and not result_differences(previous["config"], to_dict(cfg)) \
                 and previous.get("store_id") == store_identity(store):
             log.info("%s: up to date (metrics.json complete with the same config and store)", out)
             return previous

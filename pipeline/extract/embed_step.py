@@ -41,7 +41,8 @@ CONFIG_NAME = "embed_config.json"
 @dataclasses.dataclass
 class EmbedConfig:
     # RISE's teacher by default; the embedded demo's params.yaml names its own small teacher instead.
-    model: str = field("ViT-B-16", "open_clip model name (ViT-B-16), hf-hub:ORG/REPO, or local-dir:PATH")
+    model: str = field("ViT-B-16-quickgelu", "open_clip model name (ViT-B-16-quickgelu: OpenAI's weights with their "
+                                               "QuickGELU), hf-hub:ORG/REPO, or local-dir:PATH")
     pretrained: str = field("openai", "open_clip pretrained tag (openai), a checkpoint file, or 'random' (tests only)")
     views: int = field(20, "augmented views K per training image; K >= distill epochs (RISE: 20) gives a fresh "
                            "view every epoch")
@@ -109,14 +110,13 @@ def _chunks(paths: list[Path], classes: list[str], domains: list[str]):
 
 def teacher_report(reader: StoreReader, skipped: list[dict], block: int = 65536) -> dict:
     """Zero-shot accuracy (prompt ensemble, clean view) per domain x split, with counts."""
+    from ..store import zero_shot_hits
+
+    hits = zero_shot_hits(reader, block=block)
     correct = np.zeros((len(reader.domain_names), len(SPLITS)), np.int64)
     total = np.zeros_like(correct)
-    for s in range(0, len(reader), block):
-        rows = np.arange(s, min(len(reader), s + block))
-        pred = (reader.clean(rows) @ reader.text_class.T).argmax(1)
-        d, sp = reader.domains[rows], reader.splits[rows]
-        np.add.at(total, (d, sp), 1)
-        np.add.at(correct, (d, sp), (pred == reader.labels[rows]).astype(np.int64))
+    np.add.at(total, (reader.domains, reader.splits), 1)
+    np.add.at(correct, (reader.domains, reader.splits), hits.astype(np.int64))
     per = {dom: {sp: {"acc": round(float(correct[i, j] / total[i, j]), 6) if total[i, j] else None,
                       "n": int(total[i, j])} for j, sp in enumerate(SPLITS)}
            for i, dom in enumerate(reader.domain_names)}

@@ -56,13 +56,18 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: str | None = None) -> dict:
-    """Shard `data_root` into `work`; returns the summary (counts, shards, reused, shard_set_sha256)."""
+def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: str | None = None,
+        expected_domains: list[str] | None = None) -> dict:
+    """Shard `data_root` into `work`; returns the summary (counts, shards, reused, shard_set_sha256).
+
+    `expected_domains` (the domains later stages will hold out) must all be in the data: checked right
+    after the scan, so a misspelt domain fails here in seconds instead of at distill, after the embed step."""
     cfg.check()
     work = Path(work)
     if Path(data_root).is_dir() and Path(work).resolve().is_relative_to(Path(data_root).resolve()):
         raise UserError(f"--out {work} is inside the data root {data_root}; its files would be scanned as data")
     source = sources.scan(data_root, cfg.class_map)
+    check_expected_domains(expected_domains or [], source.domains, data_root)
     candidates = [e for e in source.entries if e.skip is None]
     workers = _workers(cfg, len(candidates))
 
@@ -85,6 +90,15 @@ def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: st
             "skipped_by_reason": stats["skipped_by_reason"], "kept_by_domain": stats["kept_by_domain"],
             "shards": len(units), "reused": reused, "warnings": source.warnings,
             "shard_set_sha256": index["shard_set_sha256"]}
+
+
+def check_expected_domains(expected: list[str], found: list[str], data_root: str | Path) -> None:
+    """Refuse held-out domains the data does not have (names compare exactly: they name shard folders)."""
+    unknown = [d for d in expected if d not in found]
+    if unknown:
+        raise UserError(f"sweep.domains lists {', '.join(repr(d) for d in unknown)}, not a domain of {data_root} "
+                        f"(its domains: {', '.join(found)}); run `rise-pipeline preset NAME --data-root "
+                        f"{data_root}` or edit sweep.domains in params.yaml")
 
 
 def _probe_plan_write(cfg: ShardConfig, source: sources.Source, candidates: list, work: Path, workers: int,

@@ -1,0 +1,98 @@
+"""Reading planned batches: store rows -> images read by offset from the shards -> training/eval items.
+
+`StoreImages` is a map-style dataset over store rows: item `row` reads that sample's image bytes at the
+offset the shard index records (`pipeline.shards.ShardReader`), decodes them and either replays the view
+planned for the current epoch (training) or resizes (evaluation). Everything an item holds is a function of
+(row, seed, epoch), so a torch DataLoader fed the plan as its `batch_sampler` delivers exactly the planned
+batches, in order, whatever its number of worker processes: each worker builds whole batches and the
+loader returns them in plan order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from ..errors import BadSample, UserError
+from ..shards import Location, ShardReader, sample_locations
+
+log = logging.getLogger(__name__)
+
+
+class RowLocations:
+    """Where each store row's image sits, as compact arrays (pickled into every loader worker)."""
+
+    def __init__(self, work: str | Path, keys: Sequence[str]):
+        by_key = sample_locations(work)
+        self.paths: list[Path] = sorted({loc.path for loc in by_key.values()})
+        path_id = {p: i for i, p in enumerate(self.paths)}
+        n = len(keys)
+        self.shard = np.full(n, -1, np.int32)
+        self.offset = np.zeros(n, np.int64)
+        self.size = np.zeros(n, np.int64)
+        self.ext: list[str] = [""] * n
+        missing = []
+        for row, key in enumerate(keys):
+            loc = by_key.get(key)
+            if loc is None:
+                missing.append(key)
+                continue
+            self.shard[row], self.offset[row], self.size[row] = path_id[loc.path], loc.offset, loc.size
+            self.ext[row] = loc.ext
+        if missing:
+            raise UserError(f"{len(missing)} store sample(s) (e.g. {missing[0]}) are not in the shard index; the "
+                            "store and shards disagree: rerun `rise-pipeline extract`")
+        self.keys = list(keys)
+
+    def __getitem__(self, row: int) -> Location:
+        return Location(self.paths[self.shard[row]], self.keys[row], self.ext[row], int(self.offset[row]),
+                        int(self.size[row]))
+
+
+class StoreImages(Dataset):
+    """Store row -> item. `make_item(data: bytes, row: int, epoch: int)` turns the image bytes into the
+    item (training replay or evaluation resize); a sample it cannot decode becomes None and is left out
+    of its batch (logged), never ending the run."""
+
+    def __init__(self, locations: RowLocations, make_item):
+        self.locations = locations
+        self.make_item = make_item
+        self.reader = ShardReader()
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.locations.keys)
+
+    def __getitem__(self, row):
+        row = int(row)
+        data = self.reader.read(self.locations[row])
+        try:
+            return self.make_item(data, row, self.epoch)
+        except BadSample as e:
+            log.warning("skipping sample %s: %s", self.locations.keys[row], e)
+            return None
+
+
+def collate_present(items: list):
+    """default_collate over the items that could be read (bad samples are None)."""
+    items = [it for it in items if it is not None]
+    return default_collate(items) if items else None
+
+
+def planned_loader(dataset: StoreImages, batches: Sequence[np.ndarray], workers: int) -> DataLoader:
+    """A DataLoader that yields exactly `batches` (lists of store rows), in order, with `workers` processes
+    decoding whole batches in parallel."""
+    return DataLoader(dataset, batch_sampler=[np.asarray(b) for b in batches], num_workers=workers,
+                      collate_fn=collate_present, pin_memory=False, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def eval_batches(rows, batch_size: int) -> list[np.ndarray]:
+    """Evaluation rows in store order, cut into batches (the last one may be partial)."""
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
