@@ -19,13 +19,14 @@ from pipeline.distill.checkpoints import BEST_KEYS, FORMAT, LAST_KEYS, read_chec
 from pipeline.distill.step import DistillConfig, run
 from pipeline.distill.trainer import EPOCH_COLUMNS, Trainer
 from pipeline.errors import UserError
+from pipeline.store import verify_store
 from tests.distill_fixtures import DOMAINS, shared_work
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = DOMAINS[0]
 METRIC_KEYS = {"status", "method", "target_domain", "seed", "student", "weights", "temperature", "lr", "epochs",
                "selected_epoch", "source_val_acc", "target_acc", "per_domain_acc", "teacher_target_acc",
-               "text_ensemble", "config", "store"}
+               "text_ensemble", "config", "store", "anchors_used"}
 
 
 def _cfg(**kw) -> DistillConfig:
@@ -51,11 +52,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def _cli_args(work, out, epochs: int, device: str) -> list[str]:
-    """The command line of `_cfg(epochs=epochs, device=device)` (no --params: defaults + these flags)."""
+def _cli_args(work, out, epochs: int, device: str, workers: int = 0) -> list[str]:
+    """The command line of `_cfg(epochs=epochs, device=device, workers=workers)` (no --params: defaults +
+    these flags)."""
     return ["--work", str(work), "--out", str(out), "--target-domain", TARGET, "--student", "test_resnet",
             "--no-pretrained", "--epochs", str(epochs), "--image-size", "32", "--batch-size", "8", "--workers",
-            "0", "--device", device]
+            str(workers), "--device", device]
 
 
 # The real CLI in its own process, SIGKILLed (no cleanup, no handler) as epoch 2 begins: last.pt then holds
@@ -64,12 +66,12 @@ KILLED_IN_EPOCH_2 = """
 import os, signal, sys
 from pipeline.distill.trainer import Trainer
 from stages.cli import main
-real = Trainer.train_epoch
-def train_epoch(self, epoch):
-    if epoch == 1:
+real = Trainer.begin_epoch
+def begin_epoch(self):
+    if len(self.history) == 1:
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(self, epoch)
-Trainer.train_epoch = train_epoch
+    return real(self)
+Trainer.begin_epoch = begin_epoch
 main(sys.argv[1:])
 """
 
@@ -114,19 +116,19 @@ def test_outputs_and_metrics_schema(work, three_epochs):
 def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, monkeypatch):
     full_out, full = three_epochs
     out = tmp_path / "run"
-    real = Trainer.train_epoch
+    real = Trainer.begin_epoch
 
-    def killed_in_epoch_2(self, epoch):
-        if epoch == 1:
+    def killed_in_epoch_2(self):
+        if len(self.history) == 1:
             raise KeyboardInterrupt  # what Ctrl-C / SIGINT does mid-epoch
-        return real(self, epoch)
+        return real(self)
 
-    monkeypatch.setattr(Trainer, "train_epoch", killed_in_epoch_2)
+    monkeypatch.setattr(Trainer, "begin_epoch", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(epochs=3), work, out)
     assert not (out / "metrics.json").exists()
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epochs_done"] == 1
-    monkeypatch.setattr(Trainer, "train_epoch", real)
+    monkeypatch.setattr(Trainer, "begin_epoch", real)
     resumed = run(_cfg(epochs=3), work, out)
     assert resumed == full
     assert (out / "epochs.csv").read_text() == (full_out / "epochs.csv").read_text()
@@ -139,9 +141,10 @@ def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, mo
         run(_cfg(epochs=3, lr=0.01), work, out)
 
 
-def test_device_is_not_part_of_the_run(work, three_epochs, tmp_path):
-    """--device changes where a run trains, never its result: a run killed under one value resumes under
-    another, and a finished run is up to date under either (the same rule for both)."""
+def test_device_and_workers_are_not_part_of_the_run(work, three_epochs, tmp_path):
+    """--device and --workers change how a run trains, never its result: a run killed under one value resumes
+    under another (the batches are the plan's whatever the loader workers), and a finished run is up to
+    date under either (the same rule for both)."""
     _, full = three_epochs
     out = tmp_path / "run"
     killed = subprocess.run([sys.executable, "-c", KILLED_IN_EPOCH_2, "distill", *_cli_args(work, out, 3, "cpu")],
@@ -150,13 +153,13 @@ def test_device_is_not_part_of_the_run(work, three_epochs, tmp_path):
     assert not (out / "metrics.json").exists()
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epochs_done"] == 1
 
-    r = _cli(*_cli_args(work, out, 3, "auto"))  # "auto" is the CPU here as well
+    r = _cli(*_cli_args(work, out, 3, "auto", workers=4))  # "auto" is the CPU here as well
     assert r.returncode == 0, r.stderr
     assert f"resuming {out} after epoch 1" in r.stderr
     resumed = json.loads((out / "metrics.json").read_text())
-    assert resumed["config"]["device"] == "auto"
-    # exactly the uninterrupted run's metrics (which trained with --device cpu throughout)
-    assert {**resumed, "config": {**resumed["config"], "device": "cpu"}} == json.loads(json.dumps(full))
+    assert resumed["config"]["device"] == "auto" and resumed["config"]["workers"] == 4
+    # exactly the uninterrupted run's metrics (which trained with --device cpu --workers 0 throughout)
+    assert {**resumed, "config": {**resumed["config"], "device": "cpu", "workers": 0}} == json.loads(json.dumps(full))
     best = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     assert best["epoch"] == full["selected_epoch"]
 
@@ -166,6 +169,20 @@ def test_device_is_not_part_of_the_run(work, three_epochs, tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"{out}: up to date" in r.stderr and "epoch 1/3" not in r.stderr
     assert {name: ((out / name).read_bytes(), os.stat(out / name).st_mtime_ns) for name in before} == before
+
+
+def test_held_out_domain_is_never_an_anchor(work, three_epochs, tmp_path):
+    """RD's anchors are the source domains' (and any that name no domain), never the held-out one's."""
+    _, metrics = three_epochs
+    store = verify_store(work)
+    tags = dict(zip(store.anchors, store.anchor_domains.tolist(), strict=True))
+    assert sorted(metrics["anchors_used"]) == sorted(a for a, d in tags.items() if store.domain_names[d] != TARGET)
+    assert TARGET not in metrics["anchors_used"] and len(metrics["anchors_used"]) == len(store.domain_names) - 1
+    for name in store.domain_names:
+        if name != TARGET:
+            other = run(_cfg(epochs=1, target_domain=name), work, tmp_path / "r")
+            assert name not in other["anchors_used"] and TARGET in other["anchors_used"]
+            break
 
 
 def test_restart_stale_discards_checkpoints_of_another_config(work, tmp_path, capsys):

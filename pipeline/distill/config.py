@@ -12,6 +12,9 @@ from ..config import field
 from ..devices import DEVICES
 from ..errors import UserError
 
+# Batch composition (`sampling`) and the source-validation average used for selection.
+BALANCES = ("none", "domains")
+VAL_AVERAGES = ("mean", "pooled")
 # The methods the paper compares; they differ only in which loss terms are on (`losses.method_weights`).
 METHODS = ("rise", "erm", "kd", "rise-abs", "rise-rel")
 
@@ -38,13 +41,20 @@ class DistillConfig:
     w_dist: float = field(1.0, "Weight of the distance terms: AD (rise-abs), RD (rise-rel), both (rise).")
     seed: int = field(0, "Seed of the student init, data order and view schedule.")
     text_ensemble: bool = field(False, "Test-time ensemble: softmax(logits) + softmax(100 cos(z, t_hat)).")
-    workers: int = field(2, "DataLoader worker processes (part of the data order: keep it fixed to resume).")
+    balance: str = field("none", "Batch composition: none = a uniform draw from all source training images (RISE's "
+                                 "reference, DomainBed); domains = an equal share of each source domain per batch.",
+                         choices=BALANCES)
+    val_average: str = field("mean", "Source validation accuracy used for selection: mean over the source domains "
+                                     "(DomainBed) or pooled over all their validation images (RISE's reference).",
+                             choices=VAL_AVERAGES)
+    workers: int = field(2, "DataLoader worker processes decoding planned batches (speed only: any count gives "
+                            "the same batches and result).")
     device: str = field("auto", "Where the student trains (bf16 autocast on cuda).", choices=DEVICES)
 
 
 # Options that change how fast a run goes, never its result: a finished run is "up to date" and a killed
 # one resumes whatever they are. One list for both rules.
-NON_RESULT_FIELDS = ("device",)
+NON_RESULT_FIELDS = ("device", "workers")
 
 
 def result_config(config: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Distill data: source shards streamed with WebDataset, joined by key to the teacher store.
+"""Distill data: what one training or evaluation item holds, and the data of one run (plan + loaders).
 
 Training items replay one stored augmented view per (sample, epoch) for the student, at the student's
 resolution, and carry the teacher's embedding of *that* view as the KD target (docs/design.md, "Replayable views").
@@ -9,36 +9,33 @@ Without stored views (a store built with K = 0) the student gets a fresh augment
 (seed, epoch, key)-seeded generator, and the KD target is the teacher's *clean* embedding. This is an
 approximation of RISE, whose teacher sees the same augmented image as the student.
 
-Order is a pure function of (seed, epoch, number of workers): shards are permuted per epoch, dealt to
-workers round-robin, read a few at a time in a seeded interleave and passed through a seeded shuffle
-buffer. The store is only touched through `StoreReader`, which memory-maps its embeddings inside each
-worker, so memory stays bounded whatever the store's size.
+The order is the plan of `sampling.epoch_batches` (uniform over the source domains' training rows, a pure
+function of (rows, seed, epoch, batch size)); `loader` reads each planned batch by random access into
+the shards, so the batches, and the run's result, do not depend on the number of loader workers. The
+store is only touched through `StoreReader`, which memory-maps its embeddings inside each worker, so
+memory stays bounded whatever the store's size.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torchvision.transforms.functional as F
-from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import InterpolationMode
 
 from ..augment import AugmentConfig, ViewParams, apply_view, sample_view
-from ..errors import BadSample
 from ..images import MAX_PIXELS, decode_rgb
 from ..seeding import seeded_rng
-from ..shards import iter_samples
+from .loader import RowLocations, StoreImages, eval_batches, planned_loader
+from .sampling import balanced_epoch_batches, epoch_batches
 
 log = logging.getLogger(__name__)
 
 TRAIN, VAL = 0, 1
-# Shards read at once per worker: mixes domains/classes within a batch without opening every file.
-OPEN_SHARDS = 8
 
 
 class Item(NamedTuple):
@@ -82,49 +79,21 @@ def select_rows(store, domains: Sequence[int], splits: Sequence[int] | None = No
     return mask
 
 
-class _StoreStream(IterableDataset):
-    """Shared plumbing: which shards this worker reads, and which of their samples (store rows) are used."""
+class TrainItems:
+    """(image bytes, store row, epoch) -> the training `Item`: the view planned for that epoch, replayed at
+    the student's resolution, with the teacher's embedding of that very view (public so tests can check
+    the replay directly)."""
 
-    def __init__(self, shards: Sequence[Path], store, selected: np.ndarray, image_size: int, seed: int):
-        super().__init__()
-        self.shards = [Path(p) for p in shards]
-        self.store = store
-        self.selected = np.asarray(selected, dtype=bool)
-        self.image_size = image_size
-        self.seed = seed
-        self.epoch = 0
-        # The decode limit the shard step kept images under (recorded by embed); older stores: the default.
+    def __init__(self, store, image_size: int, seed: int):
+        self.store, self.image_size, self.seed = store, image_size, seed
+        self.augment = augment_config_of(store)
+        # The decode limit the shard step kept images under (recorded by embed).
         self.max_pixels = int(store.attrs.get("max_pixels", MAX_PIXELS))
 
-    def __len__(self) -> int:
-        return int(self.selected.sum())
-
-    def _wanted(self, key: str) -> int | None:
-        """Store row of `key` if this stream uses it; samples the embed step skipped are not in the store."""
-        try:
-            row = self.store.row_of(key)
-        except KeyError:
-            return None
-        return row if self.selected[row] else None
-
-    def _my_shards(self, order: Sequence[Path]) -> list[Path]:
-        info = get_worker_info()
-        return list(order) if info is None else list(order)[info.id::info.num_workers]
-
-
-class TrainStream(_StoreStream):
-    """Training `Item`s, the teacher embedding being that of the replayed view; set `epoch` before each pass
-    (workers receive a fresh copy of the dataset every epoch)."""
-
-    def __init__(self, shards, store, domains: Sequence[int], image_size: int, seed: int, shuffle_buffer: int = 2000):
-        super().__init__(shards, store, select_rows(store, domains, [TRAIN]), image_size, seed)
-        self.shuffle_buffer = shuffle_buffer
-        self.augment = augment_config_of(store)
-
-    def item(self, key: str, data: bytes, row: int, epoch: int) -> Item:
-        """One training item for `key` in `epoch` (public so tests can check the replay directly)."""
+    def __call__(self, data: bytes, row: int, epoch: int) -> Item:
         img = decode_rgb(data, self.max_pixels)
         store = self.store
+        key = store.keys[row]
         if store.has_views:
             vrow = store.view_row_of(key)
             k = view_index(self.seed, key, epoch, store.views_k)
@@ -137,63 +106,49 @@ class TrainStream(_StoreStream):
         return Item(image=image, label=int(store.labels[row]), teacher=torch.from_numpy(np.ascontiguousarray(target)),
                     domain=int(store.domains[row]), row=row)
 
-    def _interleaved(self, shards: list[Path], rng: np.random.Generator) -> Iterator:
-        pending = list(shards)
-        live = []
-        while pending or live:
-            while pending and len(live) < OPEN_SHARDS:
-                live.append(iter_samples([pending.pop(0)]))
-            i = int(rng.integers(len(live)))
-            sample = next(live[i], None)
-            if sample is None:
-                live.pop(i)
-            else:
-                yield sample
 
-    def __iter__(self) -> Iterator[Item]:
-        epoch = self.epoch
-        info = get_worker_info()
-        worker = 0 if info is None else info.id
-        order = [self.shards[i] for i in seeded_rng("shards", self.seed, epoch).permutation(len(self.shards))]
-        rng = seeded_rng("stream", self.seed, epoch, worker)
-        buffer: list[tuple[str, bytes, int]] = []
-        for sample in self._interleaved(self._my_shards(order), rng):
-            row = self._wanted(sample.key)
-            if row is None:
-                continue
-            buffer.append((sample.key, sample.data, row))
-            if len(buffer) >= self.shuffle_buffer:
-                out = self._emit(buffer.pop(int(rng.integers(len(buffer)))), epoch)
-                if out is not None:
-                    yield out
-        while buffer:
-            out = self._emit(buffer.pop(int(rng.integers(len(buffer)))), epoch)
-            if out is not None:
-                yield out
+class EvalItems:
+    """(image bytes, store row, epoch) -> the evaluation `Item`: the whole image resized, clean embedding."""
 
-    def _emit(self, entry: tuple[str, bytes, int], epoch: int) -> Item | None:
-        key, data, row = entry
-        try:
-            return self.item(key, data, row, epoch)
-        except BadSample as e:  # a bad sample never ends a run (docs/design.md, "Bad input")
-            log.warning("skipping sample %s: %s", key, e)
-            return None
+    def __init__(self, store, image_size: int):
+        self.store, self.image_size = store, image_size
+        self.max_pixels = int(store.attrs.get("max_pixels", MAX_PIXELS))
+
+    def __call__(self, data: bytes, row: int, epoch: int) -> Item:
+        image = eval_image(decode_rgb(data, self.max_pixels), self.image_size)
+        return Item(image=image, label=int(self.store.labels[row]), teacher=torch.from_numpy(self.store.clean([row])[0]),
+                    domain=int(self.store.domains[row]), row=row)
 
 
-class EvalStream(_StoreStream):
-    """Evaluation `Item`s (whole image resized, clean teacher embedding) of the `selected` rows, shards in the
-    given order."""
+class RunData:
+    """The data of one leave-one-domain-out run: its training rows (the source domains' train split), its
+    evaluation rows (their val split and the whole target domain), each epoch's plan, and the loaders.
 
-    def __iter__(self) -> Iterator[Item]:
-        for sample in iter_samples(self._my_shards(self.shards)):
-            row = self._wanted(sample.key)
-            if row is None:
-                continue
-            try:
-                image = eval_image(decode_rgb(sample.data, self.max_pixels), self.image_size)
-            except BadSample as e:
-                log.warning("skipping sample %s: %s", sample.key, e)
-                continue
-            target = torch.from_numpy(self.store.clean([row])[0])
-            yield Item(image=image, label=int(self.store.labels[row]), teacher=target,
-                       domain=int(self.store.domains[row]), row=row)
+    Runs that share (store, sources, image size, seed, batch size, balance) share every batch: a group of
+    students can train from one `RunData` in one pass."""
+
+    def __init__(self, work, store, sources: Sequence[int], target: int, image_size: int, seed: int,
+                 batch_size: int, workers: int = 0, balance: str = "none"):
+        self.store, self.seed, self.batch_size, self.workers, self.balance = store, seed, batch_size, workers, balance
+        self.sources, self.target = list(sources), target
+        self.train_rows = np.flatnonzero(select_rows(store, sources, [TRAIN]))
+        self.source_val_rows = np.flatnonzero(select_rows(store, sources, [VAL]))
+        self.target_rows = np.flatnonzero(select_rows(store, [target]))
+        locations = RowLocations(work, store.keys)
+        self.train_set = StoreImages(locations, TrainItems(store, image_size, seed))
+        self.eval_set = StoreImages(locations, EvalItems(store, image_size))
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """The store rows of each training batch of `epoch`."""
+        if self.balance == "domains":
+            return balanced_epoch_batches(self.train_rows, self.store.domains[self.train_rows], self.seed, epoch,
+                                          self.batch_size)
+        return epoch_batches(self.train_rows, self.seed, epoch, self.batch_size)
+
+    def train_loader(self, epoch: int, plan: list[np.ndarray] | None = None):
+        self.train_set.epoch = epoch  # workers get a fresh copy of the dataset each epoch
+        return planned_loader(self.train_set, self.plan(epoch) if plan is None else plan, self.workers)
+
+    def eval_loader(self):
+        rows = np.concatenate([self.source_val_rows, self.target_rows])
+        return planned_loader(self.eval_set, eval_batches(rows, self.batch_size), self.workers)

@@ -16,8 +16,6 @@ import numpy as np
 from ..errors import UserError
 from ..seeding import seeded_rng
 
-BALANCES = ("none", "domains")
-
 
 def _check(rows: np.ndarray, batch_size: int) -> None:
     if len(rows) == 0:

@@ -15,35 +15,30 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
-import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from ..config import to_dict
 from ..devices import resolve_device
 from ..errors import UserError
 from ..io import write_json, write_text
 from ..progress import progress
-from ..shards import shard_paths
 from ..store import zero_shot_hits
 from .checkpoints import Checkpointer, plain, store_identity
-from .data import TRAIN, VAL, EvalStream, Item, TrainStream, select_rows
+from .data import TRAIN, VAL, Item, RunData
 from .losses import LOGIT_SCALE, method_weights, total_loss
 from .students import build_student
 
 EPOCH_COLUMNS = ("epoch", "lr", "loss", "loss_ce", "loss_kd", "loss_ad", "loss_rd", "source_val_acc", "target_acc")
 TERMS = ("loss", "loss_ce", "loss_kd", "loss_ad", "loss_rd")
 
-
-def _loader(stream, batch_size: int, workers: int, seed: int) -> DataLoader:
-    # An explicit generator keeps the workers' base seed off the global torch RNG.
-    return DataLoader(stream, batch_size=batch_size, num_workers=workers, pin_memory=False,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+log = logging.getLogger(__name__)
 
 
 def _unwrap_worker_error(e: UserError) -> UserError:
@@ -55,34 +50,37 @@ def _unwrap_worker_error(e: UserError) -> UserError:
     return UserError(last.split("UserError: ", 1)[-1])
 
 
-def _batches(loader: Iterable) -> Iterable[Item]:
+def _batches(loader: Iterable) -> Iterable[Item | None]:
     try:
         yield from loader
     except UserError as e:
         raise _unwrap_worker_error(e) from None
 
 
-class Trainer:
-    """One training run: model, optimiser, scheduler, streams, the epoch loop, selection and metrics.
-    Constructing one writes nothing; `fit` writes epochs.csv and the checkpoints."""
+def used_anchors(store, sources: list[int]) -> np.ndarray:
+    """Indices of the anchors a run may use: those naming a source domain and those naming no domain. The
+    held-out domain never enters training, its name included (as in RISE's reference)."""
+    tags = np.asarray(store.anchor_domains)
+    return np.flatnonzero((tags < 0) | np.isin(tags, sources))
 
-    def __init__(self, cfg, store, work: Path):
-        self.cfg, self.store, self.work = cfg, store, Path(work)
+
+class Trainer:
+    """One student: model, optimiser, scheduler, its loss weights, history, selection and metrics.
+
+    The data pass is not its own: `train_together` feeds every batch of a `RunData` to each trainer in turn,
+    so one trainer alone is a single run and several are a group that reads and decodes each batch once.
+    Constructing one writes nothing; `train_together` writes epochs.csv and the checkpoints."""
+
+    def __init__(self, cfg, store, data: RunData):
+        self.cfg, self.store, self.data = cfg, store, data
         self.store_id = store_identity(store)
         self.device = torch.device(resolve_device(cfg.device))
         self.weights = method_weights(cfg.method, cfg.w_ce, cfg.w_kd, cfg.w_dist)
         names = store.domain_names
         self.target = names.index(cfg.target_domain)
         self.sources = [i for i in range(len(names)) if i != self.target]
-        src_names = [names[i] for i in self.sources]
-        self.train_stream = TrainStream(shard_paths(work, src_names), store, self.sources, cfg.image_size, cfg.seed)
-        # One evaluation pass per epoch: source validation rows and the whole target domain.
-        self.n_source_val = int(select_rows(store, self.sources, [VAL]).sum())
-        self.n_target = int(select_rows(store, [self.target]).sum())
-        self.eval_stream = EvalStream(shard_paths(work), store, select_rows(store, self.sources, [VAL])
-                                      | select_rows(store, [self.target]), cfg.image_size, cfg.seed)
-        if len(self.train_stream) == 0:
-            raise UserError(f"no training samples in the source domains {', '.join(src_names)}")
+        if len(data.train_rows) == 0:
+            raise UserError(f"no training samples in the source domains {', '.join(names[i] for i in self.sources)}")
         torch.manual_seed(cfg.seed)
         self.model = build_student(cfg.student, store.text_class, pretrained=cfg.pretrained).to(self.device)
         if self.device.type == "cuda":
@@ -93,11 +91,15 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=[max(1, int(cfg.lr_decay_at * cfg.epochs))], gamma=cfg.lr_gamma)
         dev = self.device
+        self.anchors = used_anchors(store, self.sources)
         self.text_class = torch.as_tensor(store.text_class, device=dev)
         self.text_class_raw = torch.as_tensor(store.text_class_raw, device=dev)
-        self.text_anchor = torch.as_tensor(store.text_anchor, device=dev)
+        self.text_anchor = torch.as_tensor(store.text_anchor[self.anchors], device=dev)
         self.history: list[dict] = []
         self.config = to_dict(cfg)
+        # Each trainer draws from its own torch generator state, so a student trained in a group consumes
+        # exactly the random numbers it would alone (dropout, stochastic depth).
+        self.rng_state = torch.get_rng_state()
 
     # ------------------------------------------------------------------ steps
 
@@ -108,64 +110,62 @@ class Trainer:
         x = self.model.normalize(images.to(self.device, non_blocking=True))
         return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
 
-    def train_epoch(self, epoch: int) -> dict:
-        cfg = self.cfg
+    def begin_epoch(self) -> None:
         self.model.train()
-        self.train_stream.epoch = epoch
-        loader = _loader(self.train_stream, cfg.batch_size, cfg.workers, cfg.seed * 1000 + epoch)
-        sums = dict.fromkeys(TERMS, 0.0)
-        seen = 0
-        total = math.ceil(len(self.train_stream) / cfg.batch_size)
-        bar = progress(_batches(loader), total=total, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       leave=False, mininterval=1.0)
-        for step, batch in enumerate(bar):
-            if len(batch.label) < 2:  # BatchNorm cannot train on one sample; only a last remainder can be this small
-                continue
-            labels, teacher = batch.label.to(self.device), batch.teacher.to(self.device)
-            with self._autocast():
-                z, logits = self.model(self._inputs(batch.image))
-            parts = total_loss(self.weights, z.float(), logits.float(), labels, teacher, self.text_class,
-                               self.text_class_raw, self.text_anchor, cfg.temperature)
-            loss = parts["loss"]
-            values = torch.stack([parts[k].detach().float() for k in TERMS]).tolist()  # one device sync a step
-            if not math.isfinite(values[0]):
-                terms = ", ".join(f"{k[5:]}={v:.4g}" for k, v in zip(TERMS[1:], values[1:], strict=True))
-                raise UserError(f"loss is {values[0]} at epoch {epoch + 1}, step {step + 1} ({terms}); "
-                                "lower --lr or check the teacher store")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            n = len(labels)
-            seen += n
-            for k, v in zip(TERMS, values, strict=True):
-                sums[k] += v * n
-            bar.set_postfix({k.replace("loss_", ""): f"{sums[k] / seen:.3f}" for k in TERMS}, refresh=False)
-        bar.close()
-        if seen == 0:
+        self.sums, self.seen = dict.fromkeys(TERMS, 0.0), 0
+        self.lr = self.optimizer.param_groups[0]["lr"]
+
+    def train_step(self, batch: Item, epoch: int, step: int) -> None:
+        if len(batch.label) < 2:  # BatchNorm cannot train on one sample (only bad samples can shrink a batch)
+            return
+        torch.set_rng_state(self.rng_state)
+        labels, teacher = batch.label.to(self.device), batch.teacher.to(self.device)
+        with self._autocast():
+            z, logits = self.model(self._inputs(batch.image))
+        parts = total_loss(self.weights, z.float(), logits.float(), labels, teacher, self.text_class,
+                           self.text_class_raw, self.text_anchor, self.cfg.temperature)
+        values = torch.stack([parts[k].detach().float() for k in TERMS]).tolist()  # one device sync a step
+        if not math.isfinite(values[0]):
+            terms = ", ".join(f"{k[5:]}={v:.4g}" for k, v in zip(TERMS[1:], values[1:], strict=True))
+            raise UserError(f"{self.cfg.method}: loss is {values[0]} at epoch {epoch + 1}, step {step + 1} "
+                            f"({terms}); lower --lr or check the teacher store")
+        self.optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        self.optimizer.step()
+        self.rng_state = torch.get_rng_state()
+        n = len(labels)
+        self.seen += n
+        for k, v in zip(TERMS, values, strict=True):
+            self.sums[k] += v * n
+
+    def running_losses(self) -> dict:
+        return {k.replace("loss_", ""): f"{self.sums[k] / max(1, self.seen):.3f}" for k in TERMS}
+
+    def end_training(self, epoch: int) -> dict:
+        if self.seen == 0:
             raise UserError("no training batch could be formed (all samples bad or fewer than 2)")
-        return {k: sums[k] / seen for k in TERMS}
+        return {k: self.sums[k] / self.seen for k in TERMS}
+
+    def begin_eval(self) -> None:
+        self.model.eval()
+        self.counts: dict[int, list[int]] = {}
 
     @torch.no_grad()
-    def evaluate(self, stream) -> dict[int, tuple[int, int]]:
-        """(correct, total) per domain index."""
-        self.model.eval()
-        counts: dict[int, list[int]] = {}
-        t_hat = torch.nn.functional.normalize(self.text_class, dim=-1)
-        loader = _loader(stream, self.cfg.batch_size, self.cfg.workers, self.cfg.seed)
-        for batch in _batches(loader):
-            with self._autocast():
-                z, logits = self.model(self._inputs(batch.image))
-            scores = logits.float().softmax(-1)
-            if self.cfg.text_ensemble:  # RISE's test-time ensemble with the class texts
-                cos = torch.nn.functional.normalize(z.float(), dim=-1) @ t_hat.T
-                scores = scores + (LOGIT_SCALE * cos).softmax(-1)
-            hits = (scores.argmax(-1).cpu() == batch.label).long()
-            for d in batch.domain.unique().tolist():
-                m = batch.domain == d
-                c = counts.setdefault(d, [0, 0])
-                c[0] += int(hits[m].sum())
-                c[1] += int(m.sum())
-        return {d: (c[0], c[1]) for d, c in counts.items()}
+    def eval_step(self, batch: Item) -> None:
+        """Accumulate (correct, total) per domain index."""
+        with self._autocast():
+            z, logits = self.model(self._inputs(batch.image))
+        scores = logits.float().softmax(-1)
+        if self.cfg.text_ensemble:  # RISE's test-time ensemble with the class texts
+            t_hat = torch.nn.functional.normalize(self.text_class, dim=-1)
+            cos = torch.nn.functional.normalize(z.float(), dim=-1) @ t_hat.T
+            scores = scores + (LOGIT_SCALE * cos).softmax(-1)
+        hits = (scores.argmax(-1).cpu() == batch.label).long()
+        for d in batch.domain.unique().tolist():
+            m = batch.domain == d
+            c = self.counts.setdefault(d, [0, 0])
+            c[0] += int(hits[m].sum())
+            c[1] += int(m.sum())
 
     # ------------------------------------------------------------------ resume state
 
@@ -173,7 +173,7 @@ class Trainer:
         """What `last.pt` needs to continue this run: tensors and plain data only."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epochs_done": len(self.history),
-                "history": plain(self.history), "torch_rng": torch.get_rng_state()}
+                "history": plain(self.history), "torch_rng": self.rng_state}
 
     def restore(self, state: dict) -> None:
         """Continue from `state()` of an earlier process. The checkpoint may have been loaded onto the GPU;
@@ -182,9 +182,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.history = list(state["history"])
-        torch.set_rng_state(state["torch_rng"].cpu())
+        self.rng_state = state["torch_rng"].cpu()
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ the epoch's end
 
     def _write_epochs(self, out: Path) -> None:
         buf = io.StringIO()
@@ -194,39 +194,38 @@ class Trainer:
             w.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in EPOCH_COLUMNS})
         write_text(out / "epochs.csv", buf.getvalue())
 
-    def _accuracies(self, counts: dict) -> dict:
+    def _accuracies(self) -> dict:
         names = self.store.domain_names
+        counts = self.counts
         per_domain = {names[d]: c / n for d, (c, n) in sorted(counts.items()) if n}
         source = [per_domain[names[d]] for d in self.sources if names[d] in per_domain]
-        return {"source_val_acc": float(np.mean(source)) if source else float("nan"),
+        hits = sum(counts.get(d, (0, 0))[0] for d in self.sources)
+        seen = sum(counts.get(d, (0, 0))[1] for d in self.sources)
+        mean = float(np.mean(source)) if source else float("nan")
+        pooled = hits / seen if seen else float("nan")
+        return {"source_val_acc": pooled if self.cfg.val_average == "pooled" else mean,
+                "source_val_mean": mean, "source_val_pooled": pooled,
                 "target_acc": per_domain.get(names[self.target], float("nan")), "per_domain_acc": per_domain}
 
-    def fit(self, out: Path, checkpoints: Checkpointer) -> dict:
-        """Train the epochs `checkpoints` does not already hold, then return the run's metrics."""
-        cfg = self.cfg
-        checkpoints.resume(self.restore, self.device)
-        for epoch in range(len(self.history), cfg.epochs):
-            lr = self.optimizer.param_groups[0]["lr"]
-            losses = self.train_epoch(epoch)
-            acc = self._accuracies(self.evaluate(self.eval_stream))
-            self.scheduler.step()
-            row = {"epoch": epoch + 1, "lr": lr, **losses, **acc}
-            best_before = max((h["source_val_acc"] for h in self.history), default=-math.inf)
-            self.history.append(row)
-            self._write_epochs(out)
-            if not acc["source_val_acc"] <= best_before or len(self.history) == 1:
-                checkpoints.save_best(self.model.state_dict(), epoch + 1, row)
-            checkpoints.save_last(self.state())
-            print(f"epoch {epoch + 1}/{cfg.epochs}: loss {losses['loss']:.4f}  source-val "
-                  f"{acc['source_val_acc']:.4f}  target {acc['target_acc']:.4f}", file=sys.stderr)
-        self._write_epochs(out)  # also when resuming a finished run: the log is an output of its own
-        return self.metrics()
+    def end_epoch(self, epoch: int, losses: dict, out: Path, checkpoints: Checkpointer) -> dict:
+        acc = self._accuracies()
+        self.scheduler.step()
+        row = {"epoch": epoch + 1, "lr": self.lr, **losses, **acc}
+        best_before = max((h["source_val_acc"] for h in self.history), default=-math.inf)
+        self.history.append(row)
+        self._write_epochs(out)
+        if not acc["source_val_acc"] <= best_before or len(self.history) == 1:
+            checkpoints.save_best(self.model.state_dict(), epoch + 1, row)
+        checkpoints.save_last(self.state())
+        log.info("%sepoch %d/%d: loss %.4f  source-val %.4f  target %.4f", _label(out), epoch + 1, self.cfg.epochs,
+                 losses["loss"], acc["source_val_acc"], acc["target_acc"])
+        return row
 
     def metrics(self) -> dict:
         cfg = self.cfg
         best = max(self.history, key=lambda h: (h["source_val_acc"], -h["epoch"]))
         w = self.weights
-        teacher_hits = zero_shot_hits(self.store, np.flatnonzero(self.store.domains == self.target))
+        teacher_hits = zero_shot_hits(self.store, self.data.target_rows)
         return {
             "status": "complete", "method": cfg.method, "target_domain": cfg.target_domain, "seed": cfg.seed,
             "student": cfg.student, "weights": {"w_kd": w.kd, "w_ce": w.ce, "w_dist": max(w.ad, w.rd)},
@@ -234,23 +233,79 @@ class Trainer:
             "selected_epoch": best["epoch"], "source_val_acc": best["source_val_acc"],
             "target_acc": best["target_acc"], "per_domain_acc": best["per_domain_acc"],
             "teacher_target_acc": int(teacher_hits.sum()) / len(teacher_hits) if len(teacher_hits) else math.nan,
-            "text_ensemble": cfg.text_ensemble, "n_train": len(self.train_stream),
-            "n_source_val": self.n_source_val, "n_target": self.n_target,
+            "text_ensemble": cfg.text_ensemble, "n_train": len(self.data.train_rows),
+            "n_source_val": len(self.data.source_val_rows), "n_target": len(self.data.target_rows),
+            "anchors_used": [self.store.anchors[i] for i in self.anchors],
             "views_replayed": bool(self.store.has_views), "config": self.config, "store": self.store.attrs,
             "store_id": self.store_id,
         }
+
+
+def _label(out: Path) -> str:
+    return f"{out.name}: " if out.name else ""
+
+
+@dataclass
+class Member:
+    """One student of a data pass, with the run folder it writes."""
+
+    trainer: Trainer
+    out: Path
+    checkpoints: Checkpointer
+
+
+def train_together(members: Sequence[Member], data: RunData, epochs: int) -> None:
+    """Train every member for `epochs` epochs from one data pass: each planned batch is read, decoded and
+    replayed once, then each member takes its own step on it; each evaluation batch likewise. A member that
+    resumed further than the others sits out the epochs it already holds."""
+    start = min(len(m.trainer.history) for m in members)
+    for epoch in range(start, epochs):
+        active = [m for m in members if len(m.trainer.history) == epoch]
+        for m in active:
+            m.trainer.begin_epoch()
+        plan = data.plan(epoch)
+        bar = progress(_batches(data.train_loader(epoch, plan)), total=len(plan), unit="batch", leave=False,
+                       desc=f"epoch {epoch + 1}/{epochs}", mininterval=1.0)
+        for step, batch in enumerate(bar):
+            if batch is None:  # every sample of the batch was unreadable (each one logged)
+                continue
+            for m in active:
+                m.trainer.train_step(batch, epoch, step)
+            if len(active) == 1:
+                bar.set_postfix(active[0].trainer.running_losses(), refresh=False)
+        bar.close()
+        losses = [m.trainer.end_training(epoch) for m in active]
+        for m in active:
+            m.trainer.begin_eval()
+        for batch in _batches(data.eval_loader()):
+            if batch is not None:
+                for m in active:
+                    m.trainer.eval_step(batch)
+        for m, loss in zip(active, losses, strict=True):
+            m.trainer.end_epoch(epoch, loss, m.out, m.checkpoints)
 
 
 def run(cfg, store, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
     """Train (or resume) one run into `out` and write metrics.json last, so its presence means done.
     `restart_stale`: checkpoints of another config or store are discarded instead of refused."""
     out = Path(out)
-    trainer = Trainer(cfg, store, Path(work))
+    data = RunData(work, store, *_split(store, cfg.target_domain), cfg.image_size, cfg.seed, cfg.batch_size,
+                   cfg.workers, cfg.balance)
+    trainer = Trainer(cfg, store, data)
     checkpoints = Checkpointer(out, trainer.config, store, restart_stale)
     write_json(out / "config.json", trainer.config)
-    metrics = trainer.fit(out, checkpoints)
+    checkpoints.resume(trainer.restore, trainer.device)
+    train_together([Member(trainer, out, checkpoints)], data, cfg.epochs)
+    trainer._write_epochs(out)  # also when resuming a finished run: the log is an output of its own
+    metrics = trainer.metrics()
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-__all__ = ["run", "Trainer", "EPOCH_COLUMNS", "TRAIN", "VAL"]
+def _split(store, target_domain: str) -> tuple[list[int], int]:
+    """(source domain indices, target index) of a leave-one-domain-out run."""
+    target = store.domain_names.index(target_domain)
+    return [i for i in range(len(store.domain_names)) if i != target], target
+
+
+__all__ = ["run", "Trainer", "Member", "train_together", "EPOCH_COLUMNS", "TRAIN", "VAL"]
