@@ -1,7 +1,8 @@
 """Distill training throughput from the store vs (a) preloaded tensors and (b) a reference-style online loop.
 
 One run, three figures side by side (training images/s, one epoch each after a warm-up epoch):
-  store     the real `rise-pipeline distill` epoch: shards streamed, views replayed, targets from the store
+  store     the real `rise-pipeline distill` epoch: planned batches read by offset, views replayed, targets
+            from the store
   (a)       the same student step on tensors already in memory (no data loading): the ceiling
   (b)       RISE's reference style: the teacher's image tower runs on every training batch as well
 
@@ -53,50 +54,49 @@ def _timed(fn, repeats: int = 2) -> float:
 
 
 def bench(work: Path, student: str, image_size: int, batch_size: int, workers: int, device: str) -> dict:
-    from pipeline.distill.losses import total_loss
+    from pipeline.distill.data import RunData
     from pipeline.distill.step import DistillConfig
-    from pipeline.distill.trainer import Trainer, _loader
+    from pipeline.distill.trainer import Trainer
     from pipeline.extract.teacher import load_teacher
     from pipeline.store import verify_store
 
     store = verify_store(work)
     cfg = DistillConfig(target_domain=store.domain_names[0], student=student, pretrained=False, epochs=3,
                         batch_size=batch_size, image_size=image_size, workers=workers, device=device)
-    run = Trainer(cfg, store, work)
-    n = len(run.train_stream)
-    run.train_epoch(0)                                            # warm-up (allocator, cudnn, page cache)
-    t_store = _timed(lambda: run.train_epoch(1))
+    data = RunData(work, store, list(range(1, len(store.domain_names))), 0, image_size, cfg.seed, batch_size,
+                   workers)
+    trainer = Trainer(cfg, store, data)
+    n = sum(len(b) for b in data.plan(1))
 
-    def step(x, y, t):
-        with run._autocast():
-            z, logits = run.model(run._inputs(x))
-        loss = total_loss(run.weights, z.float(), logits.float(), y, t, run.text_class, run.text_class_raw,
-                          run.text_anchor, cfg.temperature)["loss"]
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+    def epoch_from(batches):
+        trainer.begin_epoch()
+        for step, b in enumerate(batches):
+            trainer.train_step(b, 1, step)
 
-    # (a) the same step on tensors already on the device
-    run.train_stream.epoch = 1
-    batches = [(b.image.to(run.device), b.label.to(run.device), b.teacher.to(run.device))
-               for b in _loader(run.train_stream, batch_size, workers, 0)]
-    t_mem = _timed(lambda: [step(*b) for b in batches])
+    epoch_from(data.train_loader(0))                                 # warm-up (allocator, cudnn, page cache)
+    t_store = _timed(lambda: epoch_from(data.train_loader(1)))
+
+    # (a) the same step on batches already on the device
+    batches = [b._replace(image=b.image.to(trainer.device), label=b.label.to(trainer.device),
+                          teacher=b.teacher.to(trainer.device)) for b in data.train_loader(1)]
+    t_mem = _timed(lambda: epoch_from(batches))
     batches.clear()
 
     # (b) reference style: the teacher's image tower also runs on every (augmented) batch, at its own size
     teacher = load_teacher(store.attrs["model"], "random", device, "bf16")
-    mean = torch.tensor(teacher.mean, device=run.device).view(1, 3, 1, 1)
-    std = torch.tensor(teacher.std, device=run.device).view(1, 3, 1, 1)
+    mean = torch.tensor(teacher.mean, device=trainer.device).view(1, 3, 1, 1)
+    std = torch.tensor(teacher.std, device=trainer.device).view(1, 3, 1, 1)
 
-    def online_epoch():
-        for b in _loader(run.train_stream, batch_size, workers, 0):
-            x, y = b.image.to(run.device), b.label.to(run.device)
+    def online():
+        for b in data.train_loader(1):
+            x = b.image.to(trainer.device)
             xt = torch.nn.functional.interpolate(x.float() / 255, size=teacher.image_size, mode="bilinear",
                                                  antialias=True, align_corners=False)
-            step(x, y, teacher.encode_images((xt - mean) / std).float().clone())  # clone: leave inference mode
+            # clone: leave inference mode
+            yield b._replace(image=x, teacher=teacher.encode_images((xt - mean) / std).float().clone())
 
-    t_online = _timed(online_epoch)
-    t_loader = _timed(lambda: sum(1 for _ in _loader(run.train_stream, batch_size, workers, 0)))
+    t_online = _timed(lambda: epoch_from(online()))
+    t_loader = _timed(lambda: sum(1 for _ in data.train_loader(1)))
     return {"images": n, "store": n / t_store, "preloaded": n / t_mem, "online": n / t_online,
             "loader": n / t_loader}
 

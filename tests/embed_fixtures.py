@@ -51,11 +51,14 @@ def write_shard_set(work: Path, rows_by_shard: dict[str, list[dict]]) -> Path:
     for rel, rows in sorted(rows_by_shard.items()):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
+        layout = []
         with open(path, "wb") as f:
             write_tar(f, [encode_sample(r["key"], r["ext"], r["data"], r["cls"], {
                 "key": r["key"], "domain": r["domain"], "class_name": CLASSES[r["cls"]], "class_index": r["cls"],
-                "split": r["split"]}) for r in sorted(rows, key=lambda r: r["key"])])
-        entries.append({"path": rel, "domain": rows[0]["domain"], "sha256": sha256_file(path), "n": len(rows)})
+                "split": r["split"]}) for r in sorted(rows, key=lambda r: r["key"])], layout)
+        offsets = [list(m) for m in layout if m[1] not in ("cls", "json")]  # the image member of each sample
+        entries.append({"path": rel, "domain": rows[0]["domain"], "sha256": sha256_file(path), "n": len(rows),
+                        "samples": offsets})
     write_json(root / "index.json", {"classes": CLASSES, "domains": sorted({e["domain"] for e in entries}),
                                      "shards": entries, "shard_set_sha256": checksum_of_entries(entries)})
     return Path(work)

@@ -35,7 +35,8 @@ from .data import TRAIN, VAL, Item, RunData
 from .losses import LOGIT_SCALE, method_weights, total_loss
 from .students import build_student
 
-EPOCH_COLUMNS = ("epoch", "lr", "loss", "loss_ce", "loss_kd", "loss_ad", "loss_rd", "source_val_acc", "target_acc")
+EPOCH_COLUMNS = ("epoch", "lr", "loss", "loss_ce", "loss_kd", "loss_ad", "loss_rd", "source_val_acc", "target_acc",
+                 "source_val_mean", "source_val_pooled")
 TERMS = ("loss", "loss_ce", "loss_kd", "loss_ad", "loss_rd")
 
 log = logging.getLogger(__name__)
