@@ -24,6 +24,7 @@ import timm
 import torch
 from embed_fixtures import sample_rows, write_shard_set
 
+import pipeline.extract.teacher
 from pipeline import hub
 from pipeline.demo.models import register_project_models
 from pipeline.distill.students import build_student
@@ -136,6 +137,17 @@ def test_cached_teacher_loads_without_the_hub(unreachable, tmp_path, monkeypatch
     assert t.provenance["pretrained_sha256"] == weights_sha256(ref)
     assert not [r for r in caplog.records if "Retry" in r.getMessage()]  # the hub was never asked
     assert huggingface_hub.constants.HF_HUB_OFFLINE == before  # offline mode only while loading
+
+
+def test_hub_model_without_weights_is_refused_not_random(unreachable, monkeypatch):
+    """open_clip only warns when an hf-hub: repository has a config but no weights; the teacher refuses."""
+    register_project_models()
+    config = {"model_cfg": open_clip.get_model_config("RISE-micro-ViT"), "preprocess_cfg": {}}
+    _cache_repo(unreachable, "local/config-only", {"open_clip_config.json": json.dumps(config).encode()})
+    monkeypatch.setattr(pipeline.extract.teacher, "open_clip_files", lambda *a: None)  # skip the hub check
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # ... but never ask the hub
+    with pytest.raises(UserError, match=r"cannot load teacher hf-hub:local/config-only .*Required pretrained weights"):
+        load_teacher("hf-hub:local/config-only", "", device="cpu")
 
 
 def test_cached_student_loads_without_the_hub(unreachable, tmp_path):

@@ -43,8 +43,8 @@ def _check_source(model: str, pretrained: str) -> None:
         if not (folder / "open_clip_config.json").is_file():
             raise UserError(f"--model {model}: expected a folder with open_clip_config.json and weights "
                             "(open_clip's hub format)")
-        if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-            raise UserError(f"--model {model}: no weights (*.safetensors or *.bin) in {folder}")
+        if not any(any(folder.glob(f"*.{ext}")) for ext in ("safetensors", "bin", "pth")):
+            raise UserError(f"--model {model}: no weights (*.safetensors, *.bin or *.pth) in {folder}")
         return
     if model.startswith("hf-hub:"):
         return
