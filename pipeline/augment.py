@@ -30,8 +30,6 @@ PARAM_COLUMNS = (
     "order0", "order1", "order2", "order3", "grayscale",
 )
 N_PARAMS = len(PARAM_COLUMNS)
-# Colour ops in ColorJitter's numbering; `order` is a permutation of these.
-COLOR_OPS = ("brightness", "contrast", "saturation", "hue")
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ class ViewParams:
     contrast: float
     saturation: float
     hue: float
-    order: tuple[int, int, int, int]
+    order: tuple[int, int, int, int]  # ColorJitter's op numbers: 0 brightness, 1 contrast, 2 saturation, 3 hue
     grayscale: bool
 
     def to_array(self) -> np.ndarray:

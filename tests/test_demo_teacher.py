@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -78,6 +79,32 @@ def test_short_pretraining_beats_chance(pretrained):
     for d, a in report["zero_shot"]["per_domain"].items():
         assert abs(a - ref[d]) <= 2 / (cfg["eval_per_cell"] * len(report["classes"])), (d, a, ref[d])
     assert report["loss_per_epoch"][-1] < report["loss_per_epoch"][0]
+
+
+@torch.no_grad()
+def test_zero_shot_classifier_gives_the_per_class_recipes_numbers(pretrained):
+    """`zero_shot` builds its classifier with open_clip.build_zero_shot_classifier: the same class embeddings
+    and the same accuracies as normalising each template embedding, averaging per class and renormalising."""
+    report = json.loads((pretrained / "pretrain_report.json").read_text())
+    model, preprocess, tokenizer = demo_teacher.create(report["model"], str(pretrained / "teacher.pt"))
+    classes, templates = report["classes"], report["templates"]
+    wcfg = world.WorldConfig(classes=classes, domains=report["domains"])
+    evalset = demo_teacher.render_set(wcfg, seed=555, per_cell=8, preprocess=preprocess)
+    model.eval()
+    text = []
+    for c in classes:
+        t = torch.nn.functional.normalize(model.encode_text(tokenizer([tpl.format(c) for tpl in templates])), dim=-1)
+        text.append(t.mean(0) / t.mean(0).norm())
+    text = torch.stack(text)
+    built = open_clip.build_zero_shot_classifier(model, tokenizer, classes, templates)
+    torch.testing.assert_close(built.T, text, rtol=0, atol=1e-6)
+    preds = (torch.nn.functional.normalize(model.encode_image(evalset.images.float()), dim=-1) @ text.T).argmax(1)
+    hits = (preds == evalset.labels).numpy()
+    domains = np.array(evalset.domains)
+    want = {d: round(float(hits[domains == d].mean()), 4) for d in sorted(set(evalset.domains))}
+    got = demo_teacher.zero_shot(model, tokenizer, evalset, classes, templates, batch_size=7)
+    assert got["per_domain"] == want and got["n"] == len(hits)
+    assert len(set(preds.tolist())) > 1  # a classifier that actually separates classes, not a constant
 
 
 def test_same_seed_same_teacher(tmp_path):

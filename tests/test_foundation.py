@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline import io as pio
 from pipeline.config import field, load_section, read_params
 from pipeline.errors import BadSample, UserError
-from pipeline.images import decode_rgb
+from pipeline.images import decode_rgb, to_uint8_chw
 
 
 @dataclass
@@ -90,3 +90,15 @@ def test_decode_rgb_rejects_garbage():
     with pytest.raises(BadSample) as e:
         decode_rgb(b"not an image")
     assert e.value.reason == "undecodable"
+
+
+def test_to_uint8_chw_matches_torchvision():
+    import torch
+    from torchvision.transforms.functional import pil_to_tensor
+
+    arr = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)  # H=5, W=7: not square
+    img = Image.fromarray(arr)
+    out = to_uint8_chw(img)
+    assert out.dtype == torch.uint8 and out.shape == (3, 5, 7) and out.is_contiguous()
+    assert torch.equal(out, pil_to_tensor(img))
+    assert torch.equal(out[:, 2, 4], torch.from_numpy(arr[2, 4]))

@@ -13,7 +13,6 @@ from pathlib import Path
 import open_clip
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
-PROJECT_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 _registered = False
 
 

@@ -140,14 +140,12 @@ def pretrain(model, tokenizer, corpus: ImageSet, cfg: PretrainConfig,
 @torch.no_grad()
 def zero_shot(model, tokenizer, evalset: ImageSet, classes: list[str], templates: list[str],
               batch_size: int = 256) -> dict:
-    """Accuracy per domain of argmax cos(image, mean-over-templates class text embedding)."""
+    """Accuracy per domain of argmax cos(image, class text embedding), the class embedding being open_clip's
+    zero-shot classifier (mean of the normalised template embeddings, renormalised)."""
     model.eval()
-    text = []
-    for c in classes:
-        t = model.encode_text(tokenizer([tpl.format(c) for tpl in templates]), normalize=True).mean(0)
-        text.append(t / t.norm())
-    text = torch.stack(text)
-    preds = torch.cat([(model.encode_image(evalset.images[i:i + batch_size].float(), normalize=True) @ text.T)
+    text = open_clip.build_zero_shot_classifier(model, tokenizer, classes, templates,
+                                                device=next(model.parameters()).device)  # D x C
+    preds = torch.cat([(model.encode_image(evalset.images[i:i + batch_size].float(), normalize=True) @ text)
                        .argmax(1) for i in range(0, len(evalset.labels), batch_size)])
     correct = (preds == evalset.labels).numpy()
     domains = np.array(evalset.domains)

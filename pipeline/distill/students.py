@@ -16,9 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..hub import hub_weights, timm_files
 
 # RISE's reference student (ImageNet-21k BiT ResNet-50 v2).
 DEFAULT_STUDENT = "resnetv2_50x1_bit.goog_in21k_ft_in1k"
+_NO_HUB = "train from scratch with --no-pretrained (distill.pretrained: false)"
 
 
 def check_student_name(name: str) -> None:
@@ -39,14 +41,16 @@ class Student(nn.Module):
         super().__init__()
         check_student_name(name)
         try:
-            self.backbone = timm.create_model(name, pretrained=pretrained, num_classes=0)
+            # Pretrained weights come from the HF hub: refused at once (one line) when it is unreachable
+            # and the weights are not cached, read from the cache without retries when they are.
+            with hub_weights(timm_files(name) if pretrained else None, f"student {name!r}", _NO_HUB):
+                self.backbone = timm.create_model(name, pretrained=pretrained, num_classes=0)
         except (RuntimeError, OSError, ValueError) as e:
             if not pretrained:
                 raise
-            # Mostly: no network / no cached weights. One line, with the way out.
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot load pretrained weights for {name!r} ({first}); "
-                            "use --no-pretrained or put the weights in the HF/timm cache") from None
+            raise UserError(f"cannot load pretrained weights for {name!r} ({first}); set HF_HUB_OFFLINE=1 with "
+                            f"the weights in the HF cache, or {_NO_HUB}") from None
         text = torch.as_tensor(np.asarray(text_class), dtype=torch.float32)
         n_classes, dim = text.shape
         self.projector = nn.Linear(self.backbone.num_features, dim)

@@ -17,6 +17,7 @@ import multiprocessing
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,9 +25,9 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms import Compose, Normalize
 
-from ..augment import AugmentConfig, apply_view, sample_views
+from ..augment import N_PARAMS, AugmentConfig, apply_view, sample_views
 from ..errors import BadSample, UserError
-from ..images import MAX_PIXELS, decode_rgb
+from ..images import MAX_PIXELS, decode_rgb, to_uint8_chw
 from ..io import atomic_path, sha256_file
 from ..shards import iter_samples
 from .teacher import Teacher, load_teacher
@@ -93,8 +94,74 @@ def _pil_part(preprocess) -> Compose:
     return Compose(ts[:-2])
 
 
-def _uint8(img) -> torch.Tensor:
-    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+class SampleMeta(NamedTuple):
+    """One decoded sample's row of its part file; `shard` is its shard's position in the loader's list."""
+
+    shard: int
+    key: str
+    class_name: str
+    domain: str
+    split: str
+
+
+class ViewMeta(NamedTuple):
+    """A training sample whose K views are in the batch (in the order of the view images)."""
+
+    shard: int
+    key: str
+
+
+class Skipped(NamedTuple):
+    """A sample that could not be decoded: recorded in its part file, never embedded."""
+
+    shard: int
+    record: dict  # {"key", "reason", "detail"}, as the part file and the teacher report list it
+
+
+class _Prepared(NamedTuple):
+    """A decoded sample from a loader worker: clean image, and views + their parameters for training samples."""
+
+    meta: SampleMeta
+    clean: torch.Tensor                  # 3 x H x W uint8
+    views: torch.Tensor | None = None    # K x 3 x H x W uint8
+    params: np.ndarray | None = None     # K x N_PARAMS
+
+
+class _Done(NamedTuple):
+    """A loader worker finished its samples of one shard."""
+
+    shard: int
+
+
+class _Failed(NamedTuple):
+    """A shard could not be read (a UserError in a worker, re-raised by the main process)."""
+
+    message: str
+
+
+class Batch(NamedTuple):
+    """What `_collate` hands the process holding the teacher: images are [clean images; view images]."""
+
+    errors: list[str]
+    done: list[int]
+    skipped: list[Skipped]
+    meta: list[SampleMeta]
+    images: torch.Tensor | None
+    view_meta: list[ViewMeta]
+    params: np.ndarray | None
+
+
+@dataclass
+class _PartState:
+    """One shard's rows collected so far (filled batch by batch, written once every worker is done with it)."""
+
+    meta: list[SampleMeta] = field(default_factory=list)
+    clean: list[np.ndarray] = field(default_factory=list)
+    view_keys: list[str] = field(default_factory=list)
+    view_emb: list[np.ndarray] = field(default_factory=list)
+    view_params: list[np.ndarray] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    done: int = 0
 
 
 class _Shards(IterableDataset):
@@ -115,39 +182,39 @@ class _Shards(IterableDataset):
                         yield self._prepare(si, s)
             except UserError as e:
                 # Raised in a worker, torch would re-wrap it with a traceback; the main process re-raises it.
-                yield {"error": str(e)}
+                yield _Failed(str(e))
                 return
-            yield {"done": si}
+            yield _Done(si)
 
-    def _prepare(self, si: int, s) -> dict:
-        row = {"shard": si, "key": s.key, "class_name": s.meta.get("class_name", ""),
-               "domain": s.meta.get("domain", ""), "split": s.meta.get("split", "train")}
+    def _prepare(self, si: int, s) -> _Prepared | Skipped:
+        meta = SampleMeta(si, s.key, s.meta.get("class_name", ""), s.meta.get("domain", ""),
+                          s.meta.get("split", "train"))
         try:
             img = decode_rgb(s.data, self.spec.max_pixels)
         except BadSample as e:
-            return {**row, "bad": e.reason, "detail": e.detail}
-        row["clean"] = _uint8(self.pil(img))
-        if self.spec.views > 0 and row["split"] == "train":
-            params = sample_views(s.key, self.spec.seed, self.spec.views, img.width, img.height, self.spec.augment)
-            row["views"] = torch.stack([_uint8(apply_view(img, p, self.size)) for p in params])
-            row["params"] = np.stack([p.to_array() for p in params])
-        return row
+            return Skipped(si, {"key": s.key, "reason": e.reason, "detail": e.detail})
+        clean = to_uint8_chw(self.pil(img))
+        if self.spec.views == 0 or meta.split != "train":
+            return _Prepared(meta, clean)
+        params = sample_views(s.key, self.spec.seed, self.spec.views, img.width, img.height, self.spec.augment)
+        views = torch.stack([to_uint8_chw(apply_view(img, p, self.size)) for p in params])
+        return _Prepared(meta, clean, views, np.stack([p.to_array() for p in params]))
 
 
-def _collate(rows: list[dict]) -> dict:
+def _collate(items: list) -> Batch:
     """Runs in the loader worker: one uint8 tensor [clean images; view images] per batch."""
-    good = [r for r in rows if "clean" in r]
-    viewed = [r for r in good if "views" in r]
-    images = [r["clean"][None] for r in good] + [r["views"] for r in viewed]
-    return {
-        "errors": [r["error"] for r in rows if "error" in r],
-        "done": [r["done"] for r in rows if "done" in r],
-        "bad": [(r["shard"], {"key": r["key"], "reason": r["bad"], "detail": r["detail"]}) for r in rows if "bad" in r],
-        "meta": [(r["shard"], r["key"], r["class_name"], r["domain"], r["split"]) for r in good],
-        "images": torch.cat(images) if images else None,
-        "view_meta": [(r["shard"], r["key"]) for r in viewed],
-        "params": np.stack([r["params"] for r in viewed]) if viewed else None,
-    }
+    good = [it for it in items if isinstance(it, _Prepared)]
+    viewed = [it for it in good if it.views is not None]
+    images = [it.clean[None] for it in good] + [it.views for it in viewed]
+    return Batch(
+        errors=[it.message for it in items if isinstance(it, _Failed)],
+        done=[it.shard for it in items if isinstance(it, _Done)],
+        skipped=[it for it in items if isinstance(it, Skipped)],
+        meta=[it.meta for it in good],
+        images=torch.cat(images) if images else None,
+        view_meta=[ViewMeta(it.meta.shard, it.meta.key) for it in viewed],
+        params=np.stack([it.params for it in viewed]) if viewed else None,
+    )
 
 
 def _to_input(images: torch.Tensor, teacher: Teacher) -> torch.Tensor:
@@ -161,27 +228,27 @@ def _encode(teacher: Teacher, images: torch.Tensor, batch_size: int) -> np.ndarr
     return torch.cat(out).numpy()
 
 
-def write_part(item: dict, state: dict, spec: EmbedSpec, dim: int) -> dict:
+def write_part(item: dict, state: _PartState, spec: EmbedSpec, dim: int) -> dict:
     """Write one shard's rows (sorted by key, so the bytes do not depend on worker interleaving)."""
-    k, meta, vmeta = spec.views, state["meta"], state["vkeys"]
-    order = np.argsort([m[0] for m in meta], kind="stable")
-    vorder = np.argsort(vmeta, kind="stable")
+    k, meta, vkeys = spec.views, state.meta, state.view_keys
+    order = np.argsort([m.key for m in meta], kind="stable")
+    vorder = np.argsort(vkeys, kind="stable")
     arrays = {
-        "keys": np.array([meta[i][0] for i in order], dtype=str),
-        "class_names": np.array([meta[i][1] for i in order], dtype=str),
-        "domains": np.array([meta[i][2] for i in order], dtype=str),
-        "splits": np.array([meta[i][3] == "val" for i in order], dtype=np.uint8),
-        "clean": (np.concatenate(state["clean"]) if meta else np.zeros((0, dim), spec.dtype))[order],
-        "view_keys": np.array([vmeta[i] for i in vorder], dtype=str),
-        "view_emb": (np.concatenate(state["vemb"]) if vmeta else np.zeros((0, k, dim), spec.dtype))[vorder],
-        "view_params": (np.concatenate(state["vpar"]) if vmeta else np.zeros((0, k, 14), np.float32))[vorder],
+        "keys": np.array([meta[i].key for i in order], dtype=str),
+        "class_names": np.array([meta[i].class_name for i in order], dtype=str),
+        "domains": np.array([meta[i].domain for i in order], dtype=str),
+        "splits": np.array([meta[i].split == "val" for i in order], dtype=np.uint8),
+        "clean": (np.concatenate(state.clean) if meta else np.zeros((0, dim), spec.dtype))[order],
+        "view_keys": np.array([vkeys[i] for i in vorder], dtype=str),
+        "view_emb": (np.concatenate(state.view_emb) if vkeys else np.zeros((0, k, dim), spec.dtype))[vorder],
+        "view_params": (np.concatenate(state.view_params) if vkeys else np.zeros((0, k, N_PARAMS), np.float32))[vorder],
         "info": np.array(json.dumps({"shard": item["rel"], "sha256": item["sha256"],
-                                     "bad": sorted(state["bad"], key=lambda b: b["key"]),
+                                     "bad": sorted(state.skipped, key=lambda b: b["key"]),
                                      "spec": asdict(spec)}, default=list)),
     }
     with atomic_path(item["part"], suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
-    return {"rel": item["rel"], "n": len(meta), "views": len(vmeta), "bad": state["bad"]}
+    return {"rel": item["rel"], "n": len(meta), "views": len(vkeys), "bad": state.skipped}
 
 
 def embed_shards(items: list[dict], spec: EmbedSpec) -> list[dict]:
@@ -202,38 +269,33 @@ def embed_shards(items: list[dict], spec: EmbedSpec) -> list[dict]:
     loader = DataLoader(_Shards([Path(it["path"]) for it in items], teacher, spec),
                         batch_size=max(1, spec.batch_size // (1 + k)), num_workers=workers, collate_fn=_collate,
                         pin_memory=teacher.device.startswith("cuda"), prefetch_factor=4 if workers else None)
-    states = [{"meta": [], "clean": [], "vkeys": [], "vemb": [], "vpar": [], "bad": [], "done": 0} for _ in items]
+    states: list[_PartState | None] = [_PartState() for _ in items]
     results = []
     for batch in loader:
-        if batch["errors"]:
-            raise UserError(batch["errors"][0])
-        for si, bad in batch["bad"]:
-            states[si]["bad"].append(bad)
-        if batch["images"] is not None:
-            z = _encode(teacher, batch["images"], spec.batch_size).astype(spec.dtype)
-            n = len(batch["meta"])
-            shard_of = np.array([m[0] for m in batch["meta"]])
-            vshard_of = np.array([m[0] for m in batch["view_meta"]], dtype=np.int64)
+        if batch.errors:
+            raise UserError(batch.errors[0])
+        for s in batch.skipped:
+            states[s.shard].skipped.append(s.record)
+        if batch.images is not None:
+            z = _encode(teacher, batch.images, spec.batch_size).astype(spec.dtype)
+            n = len(batch.meta)
+            shard_of = np.array([m.shard for m in batch.meta])
+            vshard_of = np.array([v.shard for v in batch.view_meta], dtype=np.int64)
             views = z[n:].reshape(len(vshard_of), k, dim) if k else None
             for si in np.unique(shard_of):
                 st = states[si]
-                st["meta"] += [m[1:] for m in batch["meta"] if m[0] == si]
-                st["clean"].append(z[:n][shard_of == si])
+                st.meta += [m for m in batch.meta if m.shard == si]
+                st.clean.append(z[:n][shard_of == si])
                 if views is not None and (vshard_of == si).any():
-                    st["vkeys"] += [m[1] for m in batch["view_meta"] if m[0] == si]
-                    st["vemb"].append(views[vshard_of == si])
-                    st["vpar"].append(batch["params"][vshard_of == si])
-        for si in batch["done"]:
-            states[si]["done"] += 1
-            if states[si]["done"] == max(1, workers):
+                    st.view_keys += [v.key for v in batch.view_meta if v.shard == si]
+                    st.view_emb.append(views[vshard_of == si])
+                    st.view_params.append(batch.params[vshard_of == si])
+        for si in batch.done:
+            states[si].done += 1
+            if states[si].done == max(1, workers):
                 results.append(write_part(items[si], states[si], spec, dim))
-                states[si] = {}
+                states[si] = None  # written: free its embeddings
     return results
-
-
-def embed_shard(item: dict, spec: EmbedSpec) -> dict:
-    """One shard (the dask unit on a cluster)."""
-    return embed_shards([item], spec)[0]
 
 
 SMALL_ARRAYS = ("keys", "class_names", "domains", "splits", "view_keys")

@@ -6,8 +6,10 @@ Accepted sources:
 - `model=hf-hub:ORG/REPO`      a Hugging Face hub model (its own weights; `pretrained` ignored);
 - `model=local-dir:PATH`       an open_clip model folder (`open_clip_config.json` + weights, the hub format);
 - `pretrained=random`          untrained weights, seeded, for tests and speed benchmarks only.
-open_clip silently falls back to random weights when it finds none; a teacher must not, so names and paths
-are checked here first and every failure becomes a `UserError` that says where to look.
+Every other source is loaded with open_clip's `require_pretrained=True`, so a teacher never runs on random
+weights by accident (open_clip itself only logs a warning when an `hf-hub:` or `local-dir:` source has none).
+Names, tags and paths are checked here first, and hub downloads go through `pipeline.hub` (offline use,
+no half-minute retries), so every failure is a one-line `UserError` that says where to look.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from ..demo.models import register_project_models
 from ..devices import resolve_device
 from ..errors import UserError
+from ..hub import hub_weights, open_clip_files
 
 RANDOM = "random"
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -32,7 +35,7 @@ _LOOK = "see open_clip.list_models() and open_clip.list_pretrained()"
 
 
 def _check_source(model: str, pretrained: str) -> None:
-    """Refuse unknown names before open_clip would download or fall back to random weights."""
+    """Refuse unknown names, tags and paths with one-line errors before open_clip is asked to load them."""
     import open_clip
 
     if model.startswith("local-dir:"):
@@ -40,8 +43,8 @@ def _check_source(model: str, pretrained: str) -> None:
         if not (folder / "open_clip_config.json").is_file():
             raise UserError(f"--model {model}: expected a folder with open_clip_config.json and weights "
                             "(open_clip's hub format)")
-        if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-            raise UserError(f"--model {model}: no weights (*.safetensors or *.bin) in {folder}")
+        if not any(any(folder.glob(f"*.{ext}")) for ext in ("safetensors", "bin", "pth")):
+            raise UserError(f"--model {model}: no weights (*.safetensors, *.bin or *.pth) in {folder}")
         return
     if model.startswith("hf-hub:"):
         return
@@ -121,20 +124,26 @@ def load_teacher(model: str, pretrained: str, device: str = "auto", precision: s
     if not device.startswith("cuda"):
         precision = "fp32"  # CPU autocast is slower than fp32 here; record what actually runs
     schema = model.startswith(("hf-hub:", "local-dir:"))
-    if pretrained == RANDOM and not schema:
+    untrained = pretrained == RANDOM and not schema
+    if untrained:
         torch.manual_seed(0)  # every worker builds the same untrained teacher
+    instead = ("pass a local open_clip folder with --model local-dir:PATH" if schema
+               else "pass a local checkpoint with --pretrained PATH")
     try:
-        net, _, preprocess = open_clip.create_model_and_transforms(
-            model, pretrained=None if schema or pretrained == RANDOM else pretrained, device="cpu")
+        with hub_weights(None if untrained else open_clip_files(model, pretrained),
+                         f"teacher {model}" if schema else f"teacher {model} / {pretrained}", instead):
+            net, _, preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=None if schema or untrained else pretrained, device="cpu",
+                require_pretrained=not untrained)
+            tokenizer = open_clip.get_tokenizer(model)  # an hf-hub: model reads its config from the hub too
     except (RuntimeError, ValueError, FileNotFoundError, OSError, KeyError) as e:
         raise UserError(f"cannot load teacher {model} / {pretrained}: {str(e).splitlines()[0]}; {_LOOK}") from None
     net.eval()
     if device.startswith("cuda"):
         net = net.to(device=device, memory_format=torch.channels_last)
-    cfg = dict(getattr(net.visual, "preprocess_cfg", {}))
+    cfg = dict(open_clip.get_model_preprocess_cfg(net))
     size = cfg.get("size", net.visual.image_size)
     size = (size, size) if isinstance(size, int) else tuple(size)
-    tokenizer = open_clip.get_tokenizer(model)
     probe = tokenizer(["a"])
     with torch.inference_mode():
         dim = int(net.encode_text(probe.to(device)).shape[-1])

@@ -1,0 +1,124 @@
+"""One decode limit from shard to distill: with `shard.max_pixels` above the library default, an image whose
+pixel count lies between the two is kept by the shard step, embedded by the embed step and decoded by
+distill's streams. Every step reads the limit the shard step recorded; one that decoded with the library
+default instead (a call site that forgot to pass the limit) would drop these images.
+
+The library default is lowered to 3000 pixels for the test (everywhere it was baked in as a default), so
+small images stand in for large ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pipeline.distill.data
+import pipeline.extract.embed_step
+import pipeline.extract.parts
+import pipeline.extract.probe
+import pipeline.extract.shard_step
+import pipeline.extract.writer
+import pipeline.images
+import pipeline.shards
+from pipeline.distill.data import TRAIN, EvalStream, TrainStream, select_rows
+from pipeline.errors import BadSample
+from pipeline.extract.embed_step import EmbedConfig
+from pipeline.extract.embed_step import run as embed_run
+from pipeline.extract.shard_step import ShardConfig
+from pipeline.extract.shard_step import run as shard_run
+from pipeline.images import MAX_PIXELS, decode_rgb
+from pipeline.shards import decode_limit, load_index, shard_paths
+from pipeline.store import StoreReader
+
+LOW_DEFAULT = 3000       # the library default during the test
+SETTING = 20_000         # shard.max_pixels: above the default
+SIDES = (64, 100)        # 4096 and 10000 pixels: between the two
+TOO_BIG = 160            # 25600 pixels: above the setting, skipped
+MODULES = (pipeline.images, pipeline.shards, pipeline.extract.probe, pipeline.extract.writer, pipeline.extract.parts,
+           pipeline.extract.embed_step, pipeline.extract.shard_step, pipeline.distill.data)
+
+
+def _lower_library_default(monkeypatch) -> int:
+    """MAX_PIXELS -> LOW_DEFAULT in every module that holds it, and in every default argument or dataclass
+    field default that was set from it at import time; returns how many defaults were replaced."""
+    replaced = 0
+    for module in MODULES:
+        for name, obj in list(vars(module).items()):
+            if name == "MAX_PIXELS":
+                monkeypatch.setattr(module, name, LOW_DEFAULT)
+            elif getattr(obj, "__module__", None) != module.__name__:
+                continue
+            elif inspect.isfunction(obj) and MAX_PIXELS in (obj.__defaults__ or ()):
+                monkeypatch.setattr(obj, "__defaults__",
+                                    tuple(LOW_DEFAULT if d == MAX_PIXELS else d for d in obj.__defaults__))
+                replaced += 1
+            elif dataclasses.is_dataclass(obj) and MAX_PIXELS in (obj.__init__.__defaults__ or ()):
+                monkeypatch.setattr(obj.__init__, "__defaults__", tuple(
+                    LOW_DEFAULT if d == MAX_PIXELS else d for d in obj.__init__.__defaults__))
+                replaced += 1
+    return replaced
+
+
+def _dataset(root):
+    """root/<domain>/<class>/<n>.png: 64x64 and 100x100 images (kept), plus one 160x160 per domain (skipped)."""
+    rng = np.random.default_rng(0)
+    for domain in ("photo", "sketch"):
+        for cls in ("cat", "dog"):
+            (root / domain / cls).mkdir(parents=True)
+            for n in range(6):
+                side = SIDES[n % 2]
+                Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(root / domain / cls / f"{n}.png")
+        Image.fromarray(rng.integers(0, 256, (TOO_BIG, TOO_BIG, 3), dtype=np.uint8)).save(root / domain / "cat" / "big.png")
+    return root
+
+
+def test_images_between_default_and_setting_survive_every_step(tmp_path, monkeypatch, caplog):
+    assert _lower_library_default(monkeypatch) >= 3  # decode_rgb, the probe's functions, EmbedSpec at least
+    assert all(LOW_DEFAULT < s * s <= SETTING < TOO_BIG * TOO_BIG for s in SIDES)
+    work = tmp_path / "work"
+
+    # shard: kept under the setting, not under the (lowered) default
+    summary = shard_run(ShardConfig(max_pixels=SETTING, val_fraction=0.25, shard_size=5, workers=1),
+                        data_root=_dataset(tmp_path / "data"), work=work)
+    assert summary["kept"] == 24 and summary["skipped_by_reason"] == {"decompression_bomb": 2}
+    assert decode_limit(load_index(work)) == SETTING
+    rows = [json.loads(line) for line in (work / "manifest.jsonl").read_text().splitlines()]
+    kept = {r["key"] for r in rows if r["status"] == "kept"}
+    assert len(kept) == 24 and all("big" not in k for k in kept)
+
+    # embed: every kept image embedded (clean view and, for training images, its views)
+    embed_run(EmbedConfig(model="RISE-micro-ViT", pretrained="random", views=2, workers=0, device="cpu",
+                          batch_size=16, dtype="float32"), work)
+    report = json.loads((work / "teacher_report.json").read_text())
+    assert report["skipped"] == 0, report["skipped_samples"]
+    store = StoreReader(work / "embeddings.h5")
+    assert set(store.keys) == kept
+    assert set(store.view_keys) == {k for k, s in zip(store.keys, store.splits, strict=True) if s == TRAIN}
+    assert store.attrs["max_pixels"] == SETTING
+
+    # distill: both streams decode every image they select
+    caplog.set_level(logging.WARNING, logger="pipeline.distill.data")
+    domains = list(range(len(store.domain_names)))
+    train = TrainStream(shard_paths(work), store, domains, image_size=16, seed=0, shuffle_buffer=4)
+    train_rows = sorted(item[4] for item in train)
+    assert train_rows == sorted(np.flatnonzero(select_rows(store, domains, [TRAIN])).tolist())
+    everything = np.ones(len(store), dtype=bool)
+    eval_rows = sorted(item[4] for item in EvalStream(shard_paths(work), store, everything, 16, 0))
+    assert eval_rows == list(range(len(store))) and len(eval_rows) == 24
+    assert not [r for r in caplog.records if "skipping sample" in r.getMessage()]
+
+
+def test_the_setting_still_limits():
+    """The recorded limit is applied, not ignored: an image above it is refused, one at it is decoded."""
+    buf = io.BytesIO()
+    Image.new("RGB", (TOO_BIG, TOO_BIG)).save(buf, format="PNG")
+    with pytest.raises(BadSample, match="decompression_bomb"):
+        decode_rgb(buf.getvalue(), SETTING)
+    assert decode_rgb(buf.getvalue(), TOO_BIG * TOO_BIG).size == (TOO_BIG, TOO_BIG)
