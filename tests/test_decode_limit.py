@@ -27,14 +27,15 @@ import pipeline.extract.shard_step
 import pipeline.extract.writer
 import pipeline.images
 import pipeline.shards
-from pipeline.distill.data import TRAIN, EvalStream, TrainStream, select_rows
+from pipeline.distill.data import TRAIN, EvalItems, TrainItems, select_rows
+from pipeline.distill.loader import RowLocations, StoreImages
 from pipeline.errors import BadSample
 from pipeline.extract.embed_step import EmbedConfig
 from pipeline.extract.embed_step import run as embed_run
 from pipeline.extract.shard_step import ShardConfig
 from pipeline.extract.shard_step import run as shard_run
 from pipeline.images import MAX_PIXELS, decode_rgb
-from pipeline.shards import decode_limit, load_index, shard_paths
+from pipeline.shards import decode_limit, load_index
 from pipeline.store import StoreReader
 
 LOW_DEFAULT = 3000       # the library default during the test
@@ -103,14 +104,15 @@ def test_images_between_default_and_setting_survive_every_step(tmp_path, monkeyp
     assert set(store.view_keys) == {k for k, s in zip(store.keys, store.splits, strict=True) if s == TRAIN}
     assert store.attrs["max_pixels"] == SETTING
 
-    # distill: both streams decode every image they select
-    caplog.set_level(logging.WARNING, logger="pipeline.distill.data")
+    # distill: training and evaluation items decode every image they read
+    caplog.set_level(logging.WARNING, logger="pipeline.distill")
     domains = list(range(len(store.domain_names)))
-    train = TrainStream(shard_paths(work), store, domains, image_size=16, seed=0, shuffle_buffer=4)
-    train_rows = sorted(item[4] for item in train)
-    assert train_rows == sorted(np.flatnonzero(select_rows(store, domains, [TRAIN])).tolist())
-    everything = np.ones(len(store), dtype=bool)
-    eval_rows = sorted(item[4] for item in EvalStream(shard_paths(work), store, everything, 16, 0))
+    locations = RowLocations(work, store.keys)
+    train = StoreImages(locations, TrainItems(store, image_size=16, seed=0))
+    train_rows = np.flatnonzero(select_rows(store, domains, [TRAIN])).tolist()
+    assert [train[r].row for r in train_rows] == train_rows  # None (skipped) would fail here
+    evaluation = StoreImages(locations, EvalItems(store, 16))
+    eval_rows = [evaluation[r].row for r in range(len(store))]
     assert eval_rows == list(range(len(store))) and len(eval_rows) == 24
     assert not [r for r in caplog.records if "skipping sample" in r.getMessage()]
 

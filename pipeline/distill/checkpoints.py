@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..io import atomic_path
 from .config import result_differences
 
+log = logging.getLogger(__name__)
 FORMAT = "rise-pipeline/checkpoint/1"
 LAST, BEST = "last.pt", "best.pt"
 # What each file must hold, with the type of each entry (checked before anything is used).
@@ -141,8 +142,7 @@ class Checkpointer:
             # Under DVC the stage reruns because its inputs changed: the old checkpoints are stale (and
             # already in DVC's cache). Remove them and train from scratch.
             self.discard()
-            print(f"{self.out}: checkpoints from another config or store removed; training from scratch",
-                  file=sys.stderr)
+            log.warning("%s: checkpoints from another config or store removed; training from scratch", self.out)
             return 0
         if changed:
             raise UserError(f"{self.out} holds a run with a different config ({', '.join(changed)}); "
@@ -156,5 +156,5 @@ class Checkpointer:
             # Marker, config and store match, yet the states do not load (e.g. the student's code changed).
             raise UserError(f"{path} does not fit this run ({_first_line(e)}); delete it to train from scratch "
                             "or use another --out") from None
-        print(f"resuming {self.out} after epoch {state['epochs_done']}", file=sys.stderr)
+        log.info("resuming %s after epoch %d", self.out, state["epochs_done"])
         return state["epochs_done"]

@@ -28,7 +28,7 @@ import torchvision.transforms.functional as F
 from torchvision.transforms import InterpolationMode
 
 from ..augment import AugmentConfig, ViewParams, apply_view, sample_view
-from ..images import MAX_PIXELS, decode_rgb
+from ..images import MAX_PIXELS, decode_rgb, to_uint8_chw
 from ..seeding import seeded_rng
 from .loader import RowLocations, StoreImages, eval_batches, planned_loader
 from .sampling import balanced_epoch_batches, epoch_batches
@@ -54,14 +54,9 @@ def view_index(seed: int, key: str, epoch: int, k: int) -> int:
     return int(seeded_rng("view-schedule", seed, key).permutation(k)[epoch % k])
 
 
-def to_uint8_tensor(img) -> torch.Tensor:
-    """RGB PIL image -> 3 x H x W uint8 (normalisation happens on the model's device)."""
-    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
-
-
 def eval_image(img, size: int) -> torch.Tensor:
     """RISE's test transform: resize to size x size (no crop)."""
-    return to_uint8_tensor(F.resize(img, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True))
+    return to_uint8_chw(F.resize(img, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True))
 
 
 def augment_config_of(store) -> AugmentConfig:
@@ -102,7 +97,7 @@ class TrainItems:
         else:
             params = sample_view(seeded_rng("fresh-view", self.seed, epoch, key), img.width, img.height, self.augment)
             target = store.clean([row])[0]
-        image = to_uint8_tensor(apply_view(img, params, self.image_size))
+        image = to_uint8_chw(apply_view(img, params, self.image_size))
         return Item(image=image, label=int(store.labels[row]), teacher=torch.from_numpy(np.ascontiguousarray(target)),
                     domain=int(store.domains[row]), row=row)
 

@@ -73,6 +73,6 @@ def audit(reader: StoreReader, threshold: float = 0.95, k: int = 10, max_pairs: 
     result = {"threshold": threshold, "k": k, "rows": len(reader), "index": kind, "pairs": len(pairs),
               "counts": counts, "by_domain_pair": dict(sorted(by_domains.items())), "saturated_rows": saturated,
               "listed": listed, "listed_truncated": len(pairs) > max_pairs}
-    log.info("audit: %d near-duplicate pairs (cos >= %.3f): %d cross-domain, %d train/val leakage, %d within",
+    log.debug("audit: %d near-duplicate pairs (cos >= %.3f): %d cross-domain, %d train/val leakage, %d within",
              len(pairs), threshold, counts["cross_domain"], counts["cross_split"], counts["within"])
     return result

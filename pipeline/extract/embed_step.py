@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from .prompts import (
     text_embeddings,
 )
 
-log = logging.getLogger("rise.embed")
+log = logging.getLogger(__name__)
 PARTS_DIR = "parts"
 REPORT_NAME = "teacher_report.json"
 AUDIT_NAME = "audit.json"
@@ -61,12 +60,6 @@ class EmbedConfig:
                                      "recipe)", choices=TEXT_AVERAGES)
     audit_threshold: float = field(0.95, "cosine at or above which two clean views count as near-duplicates")
     audit_neighbours: int = field(10, "neighbours searched per image by the audit")
-
-
-def _say(line: str) -> None:
-    """One-line summaries on stderr (the CLI's channel for progress), also logged."""
-    log.info(line)
-    print(line, file=sys.stderr, flush=True)
 
 
 def _check(cfg: EmbedConfig) -> None:
@@ -192,9 +185,9 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
     write_json(work / AUDIT_NAME, found)
     write_json(work / CONFIG_NAME, to_dict(cfg))
     c = found["counts"]
-    _say(f"embed: {n_images} images, {n_views} with {cfg.views} views, {len(skipped)} skipped; "
+    log.info(f"embed: {n_images} images, {n_views} with {cfg.views} views, {len(skipped)} skipped; "
          f"{len(items) - len(todo)}/{len(items)} shard parts reused; teacher zero-shot acc "
          f"{report['zero_shot_acc']:.3f} -> {store}")
-    _say(f"audit: {found['pairs']} near-duplicate pairs (cos >= {cfg.audit_threshold}): {c['cross_domain']} "
+    log.info(f"audit: {found['pairs']} near-duplicate pairs (cos >= {cfg.audit_threshold}): {c['cross_domain']} "
          f"cross-domain, {c['cross_split']} train/val leakage, {c['within']} within -> {work / AUDIT_NAME}")
     return store

@@ -8,7 +8,7 @@ last, so an index only exists for a complete shard set.
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from ..io import write_json
 from ..parallel import dask_client, default_workers, run_tasks
 from . import manifest, probe, sources, writer
 
+log = logging.getLogger(__name__)
 PROBE_BATCH = 64            # files per probe task: large enough to amortise dask's per-task cost
 INLINE_BELOW = 1000         # with workers=0 (auto), smaller datasets run in-process (no cluster start-up)
 
@@ -52,10 +53,6 @@ def _workers(cfg: ShardConfig, n_files: int) -> int:
     return 1 if n_files < INLINE_BELOW else default_workers()
 
 
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: str | None = None,
         expected_domains: list[str] | None = None) -> dict:
     """Shard `data_root` into `work`; returns the summary (counts, shards, reused, shard_set_sha256).
@@ -85,7 +82,7 @@ def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: st
     write_json(root / shards.INDEX_NAME, index)
 
     reused = sum(1 for r in written.values() if r["reused"])
-    _say(manifest.summary_line(stats, reused))
+    log.info(manifest.summary_line(stats, reused))
     return {"files": stats["files"], "kept": stats["kept"], "skipped": stats["skipped"],
             "skipped_by_reason": stats["skipped_by_reason"], "kept_by_domain": stats["kept_by_domain"],
             "shards": len(units), "reused": reused, "warnings": source.warnings,
@@ -120,7 +117,7 @@ def _probe_plan_write(cfg: ShardConfig, source: sources.Source, candidates: list
         raise UserError(f"no usable images in {source.domain_path(empty[0])} (every file was skipped; "
                         f"reasons in {work / manifest.MANIFEST_NAME})")
     for warning in source.warnings:
-        _say(f"warning: {warning}")
+        log.warning("warning: %s", warning)
 
     root = shards.shards_dir(work)
     units = writer.plan_units(rows, cfg.shard_size, cfg.max_side)
