@@ -1,4 +1,4 @@
-"""`rise-pipeline distill`: parse, call `pipeline.distill.step.run`."""
+"""`rise-pipeline distill`: parse, call `pipeline.distill.step.run` (one student) or `run_group` (a group)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import click
 
 from pipeline.config import load_section, read_params
 from pipeline.distill.config import DistillConfig
+from pipeline.errors import UserError
 from stages.options import config_options, overrides_for, params_option
 
 
@@ -15,17 +16,61 @@ from stages.options import config_options, overrides_for, params_option
 @click.option("--work", type=click.Path(path_type=Path), required=True,
               help="Work folder written by `rise-pipeline extract` (shards/ and embeddings.h5).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Run folder: metrics.json, epochs.csv, config.json, checkpoints/.")
+              help="Run folder: metrics.json, epochs.csv, config.json, checkpoints/. A group writes one such "
+                   "folder per member, OUT/<method>-cfg<i>/.")
 @params_option
-@config_options(DistillConfig)
+@config_options(DistillConfig, many=("method",))
+@click.option("--grid", default=None, metavar="JSON|FILE",
+              help="Train a group: a list of override mappings (JSON text, or a JSON/YAML file), one config each, "
+                   "e.g. '[{\"w_dist\": 0.5}, {\"w_dist\": 2}]'; members are every method x every config.")
+@click.option("--sweep", "from_sweep", is_flag=True,
+              help="Take the group's methods and grid from the `sweep` section of --params (what dvc.yaml runs).")
+@click.option("--max-members", type=int, default=0, show_default=True,
+              help="Most students trained in one data pass (0: all on the CPU; on a GPU as many as fit in memory).")
 @click.option("--restart-stale", is_flag=True,
               help="Discard checkpoints in --out from another config or store instead of refusing (dvc.yaml uses it).")
-def distill(work, out, params_path, restart_stale, **options):
-    """Train one student from WORK's teacher store, holding out --target-domain (leave-one-domain-out).
+def distill(work, out, params_path, grid, from_sweep, max_members, restart_stale, **options):
+    """Train students from WORK's teacher store, holding out --target-domain (leave-one-domain-out).
+
+    One method without --grid trains one student into OUT. Several methods (--method erm,kd,rise) and/or a
+    --grid train a group in one data pass: each batch is read, decoded and replayed once and every member
+    takes its own step on it; each member's result equals its run alone. Members must share the batches --
+    image size, batch size, balance, seed (and loader workers) -- to share a pass; members that differ there
+    are trained in separate passes, automatically. Student, method, loss weights, lr and epochs may differ.
 
     Defaults are RISE's protocol; the `distill` section of --params replaces them, flags replace both.
     """
-    from pipeline.distill.step import run
+    from pipeline.distill.group import is_group, parse_grid, parse_methods
 
-    cfg = load_section(DistillConfig, read_params(params_path), "distill", overrides_for(DistillConfig, options))
-    run(cfg, work=work, out=out, restart_stale=restart_stale)
+    params = read_params(params_path)
+    methods_flag = options.pop("method", None)
+    sweep = params.get("sweep") or {}
+    if from_sweep:
+        if not params_path or "sweep" not in params:
+            raise UserError("--sweep needs --params with a 'sweep' section (methods, grid)")
+        if methods_flag is not None or grid is not None:
+            raise UserError("--sweep takes the methods and grid from --params; drop --method / --grid")
+        methods_flag, grid = sweep.get("methods"), sweep.get("grid") or [{}]
+    # A list of methods comes from --method or the sweep; a single one may also come from params.yaml, where
+    # load_section checks it like any other key.
+    methods = parse_methods(methods_flag, "--method" if not from_sweep else "sweep.methods") \
+        if methods_flag is not None else None
+    grid_list = parse_grid(grid) if grid is not None else None
+    base = load_section(DistillConfig, params, "distill",
+                        {**overrides_for(DistillConfig, options), "method": methods[0] if methods else None})
+    methods = methods or [base.method]
+    if max_members < 0:
+        raise UserError(f"--max-members must be >= 0, got {max_members}")
+    if not is_group(methods, grid_list):
+        from pipeline.distill.step import run
+
+        run(base, work=work, out=out, restart_stale=restart_stale)
+        return
+    from pipeline.distill.step import run_group
+
+    results = run_group(base, methods, grid_list or [{}], work=work, out=out, restart_stale=restart_stale,
+                        max_members=max_members)
+    width = max(len(name) for name in results)
+    for name, m in results.items():
+        click.echo(f"{name:<{width}}  target {m['target_acc']:.4f}  source-val {m['source_val_acc']:.4f}  "
+                   f"(epoch {m['selected_epoch']})")

@@ -50,7 +50,7 @@ def _section_of(cls: type) -> str:
     return cls.__name__.removesuffix("Config").lower()
 
 
-def _option(name: str, owners: list[tuple[type, dataclasses.Field, object]]) -> Callable:
+def _option(name: str, owners: list[tuple[type, dataclasses.Field, object]], many: bool = False) -> Callable:
     """One click option for field `name`, declared by one or (extract's `seed`, `workers`) several classes.
 
     A shared option sets the field in every class; its help joins each class's help, and its default says
@@ -68,6 +68,11 @@ def _option(name: str, owners: list[tuple[type, dataclasses.Field, object]]) -> 
             ", ".join(f"{_section_of(cls)} {_show(default_of(g))}" for cls, g, _ in owners)
     if base is list:
         text += " (comma-separated)"
+    metavar = None
+    if many:  # the command takes a list of values (one run each); the command checks each against the choices
+        text += " One or several, comma-separated."
+        metavar = f"[{'|'.join(map(str, choices))}][,...]" if choices else "VALUE[,...]"
+        choices = None
     text = f"{text} [default: {shown}]"
     names = [flag_name(name)]
     if "_" in name:
@@ -83,14 +88,15 @@ def _option(name: str, owners: list[tuple[type, dataclasses.Field, object]]) -> 
         kind = str
     else:
         kind = {int: int, float: float, str: str}.get(base, str)
-    return click.option(*names, name, type=kind, default=None, help=text)
+    return click.option(*names, name, type=kind, default=None, help=text, metavar=metavar)
 
 
-def config_options(*classes: type) -> Callable:
+def config_options(*classes: type, many: tuple[str, ...] = ()) -> Callable:
     """Decorator adding one click option per CLI field of `classes` (in declaration order).
 
     Fields with `cli=False` metadata (mappings, free-text lists, params-only switches) get no flag. A field
-    name present in several classes (extract's `seed`, `workers`) becomes one option that sets all of them."""
+    name present in several classes (extract's `seed`, `workers`) becomes one option that sets all of them.
+    Fields named in `many` take a comma-separated list (distill's `--method erm,kd,rise`: a group)."""
     owners: dict[str, list] = {}
     for cls in classes:
         hints = typing.get_type_hints(cls)
@@ -101,7 +107,7 @@ def config_options(*classes: type) -> Callable:
         kinds = {_base_type(ann) for _, _, ann in found}
         if len(kinds) > 1:
             raise TypeError(f"option --{name} is declared with different types: {sorted(map(str, kinds))}")
-    decorators = [_option(name, found) for name, found in owners.items()]
+    decorators = [_option(name, found, name in many) for name, found in owners.items()]
 
     def apply(fn: Callable) -> Callable:
         for deco in reversed(decorators):

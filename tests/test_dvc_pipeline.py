@@ -16,7 +16,7 @@ import yaml
 from pipeline.demo.world import WorldConfig, write_world
 from tests.dvc_fixtures import ROOT, make_repo, repro, run, write_params
 
-DISTILL_RUNS = {"distill@sketch-erm-0-cfg0", "distill@sketch-rise-0-cfg0"}
+DISTILL_RUNS = {"distill@sketch-0"}  # one group: every method x grid config of (sketch, seed 0)
 EVERYTHING_AFTER_EMBED = {"embed", *DISTILL_RUNS, "report"}
 
 
@@ -52,7 +52,8 @@ def test_first_repro_runs_every_stage(repo):
     ran, out = repro(repo)
     assert ran == {"world", "teacher", "shard", *EVERYTHING_AFTER_EMBED}
     assert (repo / "data/world/DISABLED.txt").exists()  # demo stages cost nothing with a real dataset
-    for key in ("sketch-erm-0-cfg0", "sketch-rise-0-cfg0"):
+    assert sorted(p.name for p in (repo / "data/runs/sketch-0").iterdir()) == ["erm-cfg0", "rise-cfg0"]
+    for key in ("sketch-0/erm-cfg0", "sketch-0/rise-cfg0"):
         m = json.loads((repo / "data/runs" / key / "metrics.json").read_text())
         assert m["status"] == "complete" and m["target_domain"] == "sketch"
     assert "| erm" in out and "| rise" in out  # the report's table is printed at the end of dvc repro
@@ -68,8 +69,21 @@ def test_distill_param_reruns_only_distill_and_report(repo):
     _set(repo, "distill", lr=0.02)
     ran, _ = repro(repo)
     assert ran == {*DISTILL_RUNS, "report"}
-    m = json.loads((repo / "data/runs/sketch-rise-0-cfg0/metrics.json").read_text())
+    m = json.loads((repo / "data/runs/sketch-0/rise-cfg0/metrics.json").read_text())
     assert m["config"]["lr"] == 0.02
+
+
+def test_growing_the_grid_trains_only_the_new_members(repo):
+    before = {n: (repo / "data/runs/sketch-0" / n / "metrics.json").stat().st_mtime_ns
+              for n in ("erm-cfg0", "rise-cfg0")}
+    _set(repo, "sweep", grid=[{}, {"w_dist": 2.0}])
+    ran, out = repro(repo)
+    assert ran == {*DISTILL_RUNS, "report"}
+    after = {n: (repo / "data/runs/sketch-0" / n / "metrics.json").stat().st_mtime_ns for n in before}
+    assert after == before  # the complete members were skipped, not retrained
+    assert json.loads((repo / "data/runs/sketch-0/rise-cfg1/metrics.json").read_text())["config"]["w_dist"] == 2.0
+    assert "up to date" in out
+    _set(repo, "sweep", grid=[{}])
 
 
 def test_prompt_change_reruns_embed_onwards_never_shard(repo):

@@ -38,7 +38,7 @@ COMMANDS = {
 # Options a command declares itself (paths, step choice...): not config fields, so not in params.yaml.
 OWN_OPTIONS = {
     "extract": {"--data-root", "--out", "--steps", "--params", "--scheduler", "-h"},
-    "distill": {"--work", "--out", "--params", "--restart-stale", "-h"},
+    "distill": {"--work", "--out", "--params", "--grid", "--sweep", "--max-members", "--restart-stale", "-h"},
     "report": {"--out", "--params", "--sweep-only", "-h"},
     "world": {"--out", "--params", "--captions", "--grid", "-h"},
     "pretrain-teacher": {"--out", "--params", "-h"},

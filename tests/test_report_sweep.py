@@ -10,14 +10,14 @@ from tests.test_report import _cli, write_run
 
 def test_sweep_run_names_follow_dvc_matrix_keys():
     names = sweep_run_names({"domains": ["a", "b"], "methods": ["erm"], "seeds": [0, 1], "grid": [{}, {"w_kd": 1}]})
-    assert names == {f"{d}-erm-{s}-cfg{i}" for d in "ab" for s in (0, 1) for i in (0, 1)}
+    assert names == {f"{d}-{s}/erm-cfg{i}" for d in "ab" for s in (0, 1) for i in (0, 1)}
 
 
 def test_stale_runs_are_left_out(tmp_path):
     runs = tmp_path / "runs"
-    write_run(runs / "photo-rise-0-cfg0", "rise", "photo", 0, 1.0, source_val=0.5, target=0.4)
+    write_run(runs / "photo-0" / "rise-cfg0", "rise", "photo", 0, 1.0, source_val=0.5, target=0.4)
     # an earlier sweep's config with a better source-val score: it would be selected if it were read
-    write_run(runs / "photo-rise-0-cfg3", "rise", "photo", 0, 2.0, source_val=0.9, target=0.9)
+    write_run(runs / "photo-0" / "rise-cfg3", "rise", "photo", 0, 2.0, source_val=0.9, target=0.9)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"sweep": {"domains": ["photo"], "methods": ["rise"], "seeds": [0],
                                                 "grid": [{}]}}))

@@ -1,57 +1,112 @@
-"""The distill step: check the inputs, skip a finished identical run, else train one student.
+"""The distill step: check the inputs, skip finished identical runs, train the rest.
 
 Leave-one-domain-out: train on the train split of every domain but the target, select the epoch by their
 validation split, test on the whole target domain. The teacher never runs here.
+
+`run` trains one student into OUT; `run_group` trains a group (methods x grid configs, one held-out domain
+and seed) into OUT/<method>-cfg<i>/, one data pass per set of members that can share batches (`group`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from ..config import to_dict
 from ..errors import UserError
 from .config import DistillConfig, result_differences, validate
+from .group import members, passes
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DistillConfig, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
-    """Check inputs, skip a finished identical run, else train (resuming from RUN/checkpoints/last.pt)."""
-    validate(cfg)
+def _store_for(cfgs: list[DistillConfig], work):
+    """Validate every config and open the store, before any training starts (one-line errors)."""
+    for cfg in cfgs:
+        validate(cfg)
     from ..store import verify_store
 
     store = verify_store(work)
-    if cfg.target_domain not in store.domain_names:
-        raise UserError(f"unknown target domain {cfg.target_domain!r}; valid: {', '.join(store.domain_names)}")
-    # torch and timm: imported after the cheap checks
-    from .checkpoints import store_identity
-    from .students import check_student_name
-    from .trainer import run as train_run
-
-    check_student_name(cfg.student)
+    for cfg in cfgs:
+        if cfg.target_domain not in store.domain_names:
+            raise UserError(f"unknown target domain {cfg.target_domain!r}; valid: {', '.join(store.domain_names)}")
     if len(store.domain_names) < 2:
         raise UserError("leave-one-domain-out needs at least two domains in the store")
-    done = Path(out) / "metrics.json"
-    if done.is_file():
-        try:
-            previous = json.loads(done.read_text())
-        except ValueError:
-            previous = {}
-        if previous.get("status") == "complete" and isinstance(previous.get("config"), dict) \
-                and not result_differences(previous["config"], to_dict(cfg)) \
-                and previous.get("store_id") == store_identity(store):
-            log.info("%s: up to date (metrics.json complete with the same config and store)", out)
-            return previous
-    if store.has_views and cfg.epochs > store.views_k:
-        log.warning("note: %d epochs > %d stored views: views repeat after epoch %d", cfg.epochs,
-                    store.views_k, store.views_k)
+    from .students import check_student_name  # imports timm: after the cheap checks
+
+    for student in sorted({cfg.student for cfg in cfgs}):
+        check_student_name(student)
+    if store.has_views and max(cfg.epochs for cfg in cfgs) > store.views_k:
+        log.warning("note: %d epochs > %d stored views: views repeat after epoch %d",
+                    max(cfg.epochs for cfg in cfgs), store.views_k, store.views_k)
     if not store.has_views:
         log.warning("note: the store holds no augmented views; the student is augmented freshly and the KD "
                     "target is the clean view (an approximation of RISE)")
-    metrics = train_run(cfg, store, work, out, restart_stale)
-    log.info("%s -> %s: target acc %.4f at epoch %d (source-val %.4f; teacher zero-shot %.4f)", cfg.method,
-             cfg.target_domain, metrics["target_acc"], metrics["selected_epoch"], metrics["source_val_acc"],
-             metrics["teacher_target_acc"])
-    return metrics
+    return store
+
+
+def finished(cfg: DistillConfig, store, out: Path) -> dict | None:
+    """The metrics of a complete run in `out` with the same result config and store, else None."""
+    from .checkpoints import store_identity
+
+    done = Path(out) / "metrics.json"
+    if not done.is_file():
+        return None
+    try:
+        previous = json.loads(done.read_text())
+    except ValueError:
+        return None
+    if previous.get("status") == "complete" and isinstance(previous.get("config"), dict) \
+            and not result_differences(previous["config"], to_dict(cfg)) \
+            and previous.get("store_id") == store_identity(store):
+        return previous
+    return None
+
+
+def _train(runs: list[tuple[DistillConfig, Path]], store, work, restart_stale: bool, max_members: int) -> dict:
+    """Train the runs that are not finished, one data pass per set that shares batches; {out: metrics}."""
+    from .group import GroupMember
+    from .trainer import train_pass
+
+    results: dict[Path, dict] = {}
+    todo = []
+    for cfg, out in runs:
+        previous = finished(cfg, store, out)
+        if previous is not None:
+            log.info("%s: up to date (metrics.json complete with the same config and store)", out)
+            results[out] = previous
+        else:
+            todo.append((cfg, out))
+    outs = {id(cfg): out for cfg, out in todo}
+    for group in passes([GroupMember(cfg.method, i, cfg) for i, (cfg, _) in enumerate(todo)]):
+        start = time.perf_counter()
+        pass_runs = [(m.cfg, outs[id(m.cfg)]) for m in group]
+        for (cfg, out), metrics in zip(pass_runs, train_pass(pass_runs, store, work, restart_stale, max_members),
+                                       strict=True):
+            results[out] = metrics
+            log.info("%s%s -> %s: target acc %.4f at epoch %d (source-val %.4f; teacher zero-shot %.4f)",
+                     f"{out.name}: " if len(runs) > 1 else "", cfg.method, cfg.target_domain, metrics["target_acc"],
+                     metrics["selected_epoch"], metrics["source_val_acc"], metrics["teacher_target_acc"])
+        if len(group) > 1:
+            log.info("one data pass trained %d students in %.1f s", len(group), time.perf_counter() - start)
+    return results
+
+
+def run(cfg: DistillConfig, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
+    """Check inputs, skip a finished identical run, else train (resuming from OUT/checkpoints/last.pt)."""
+    store = _store_for([cfg], work)
+    return _train([(cfg, Path(out))], store, work, restart_stale, 0)[Path(out)]
+
+
+def run_group(base: DistillConfig, methods: list[str], grid: list[dict], work: str | Path, out: str | Path,
+              restart_stale: bool = False, max_members: int = 0) -> dict[str, dict]:
+    """Train every (method, grid config) member into OUT/<method>-cfg<i>/; returns {member name: metrics}.
+    Complete members are skipped, killed ones resume from their own checkpoints, and a member whose config
+    changed restarts alone (under `restart_stale`)."""
+    group = members(base, methods, grid)
+    store = _store_for([m.cfg for m in group], work)
+    out = Path(out)
+    results = _train([(m.cfg, out / m.name) for m in group], store, work, restart_stale, max_members)
+    return {m.name: results[out / m.name] for m in group}

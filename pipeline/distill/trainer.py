@@ -187,7 +187,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the epoch's end
 
-    def _write_epochs(self, out: Path) -> None:
+    def write_epochs(self, out: Path) -> None:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=EPOCH_COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
@@ -214,7 +214,7 @@ class Trainer:
         row = {"epoch": epoch + 1, "lr": self.lr, **losses, **acc}
         best_before = max((h["source_val_acc"] for h in self.history), default=-math.inf)
         self.history.append(row)
-        self._write_epochs(out)
+        self.write_epochs(out)
         if not acc["source_val_acc"] <= best_before or len(self.history) == 1:
             checkpoints.save_best(self.model.state_dict(), epoch + 1, row)
         checkpoints.save_last(self.state())
@@ -255,13 +255,16 @@ class Member:
     checkpoints: Checkpointer
 
 
-def train_together(members: Sequence[Member], data: RunData, epochs: int) -> None:
-    """Train every member for `epochs` epochs from one data pass: each planned batch is read, decoded and
-    replayed once, then each member takes its own step on it; each evaluation batch likewise. A member that
-    resumed further than the others sits out the epochs it already holds."""
+def train_together(members: Sequence[Member], data: RunData) -> None:
+    """Train every member for its `cfg.epochs` epochs from one data pass: each planned batch is read, decoded
+    and replayed once, then each member takes its own step on it; each evaluation batch likewise. A member
+    that resumed further than the others, or needs fewer epochs, sits out the epochs it does not need."""
     start = min(len(m.trainer.history) for m in members)
+    epochs = max(m.trainer.cfg.epochs for m in members)
     for epoch in range(start, epochs):
-        active = [m for m in members if len(m.trainer.history) == epoch]
+        active = [m for m in members if len(m.trainer.history) == epoch < m.trainer.cfg.epochs]
+        if not active:
+            continue
         for m in active:
             m.trainer.begin_epoch()
         plan = data.plan(epoch)
@@ -286,21 +289,60 @@ def train_together(members: Sequence[Member], data: RunData, epochs: int) -> Non
             m.trainer.end_epoch(epoch, loss, m.out, m.checkpoints)
 
 
+def member_capacity(trainer: Trainer) -> int:
+    """How many students like `trainer`'s fit on its GPU at once, beside one step's activations: each member
+    keeps its weights, gradients and SGD momentum (about 3x its parameter bytes, plus the best epoch's copy
+    while it is saved); only one member's activations exist at a time (members step one after another).
+    Half the free memory is left for those activations and the allocator. CPU: no limit (0)."""
+    if trainer.device.type != "cuda":
+        return 0
+    free, _ = torch.cuda.mem_get_info(trainer.device)
+    per_member = 4 * sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+    return max(1, int(0.5 * free // per_member))
+
+
+def train_pass(runs: Sequence[tuple], store, work: str | Path, restart_stale: bool = False,
+               max_members: int = 0) -> list[dict]:
+    """Train `runs` ((cfg, out) pairs that share the batches: see `group.PASS_FIELDS`) from one data pass
+    and return their metrics in order. Each run resumes from its own `out/checkpoints/last.pt`; metrics.json
+    is written last, so its presence means done. `restart_stale`: checkpoints of another config or store are
+    discarded instead of refused (per run: the others still resume). On a GPU, a pass with more members
+    than fit (`member_capacity`, or `max_members` when > 0) is trained in several passes."""
+    first = runs[0][0]
+    data = RunData(work, store, *_split(store, first.target_domain), first.image_size, first.seed,
+                   first.batch_size, first.workers, first.balance)
+    results: list[dict] = []
+    todo = list(runs)
+    while todo:
+        members: list[Member] = []
+        cap = max_members
+        for cfg, out in todo:
+            trainer = Trainer(cfg, store, data)
+            if not members and cap <= 0:
+                cap = member_capacity(trainer)
+            checkpoints = Checkpointer(Path(out), trainer.config, store, restart_stale)
+            write_json(Path(out) / "config.json", trainer.config)
+            checkpoints.resume(trainer.restore, trainer.device)
+            members.append(Member(trainer, Path(out), checkpoints))
+            if cap and len(members) >= cap:
+                break
+        if len(members) < len(todo):
+            log.info("%d of %d students fit in this pass; the rest follow in another", len(members), len(todo))
+        todo = todo[len(members):]
+        train_together(members, data)
+        for m in members:
+            m.trainer.write_epochs(m.out)  # also when resuming a finished run: the log is an output of its own
+            metrics = m.trainer.metrics()
+            write_json(m.out / "metrics.json", metrics)
+            results.append(metrics)
+        del members
+    return results
+
+
 def run(cfg, store, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
     """Train (or resume) one run into `out` and write metrics.json last, so its presence means done.
     `restart_stale`: checkpoints of another config or store are discarded instead of refused."""
-    out = Path(out)
-    data = RunData(work, store, *_split(store, cfg.target_domain), cfg.image_size, cfg.seed, cfg.batch_size,
-                   cfg.workers, cfg.balance)
-    trainer = Trainer(cfg, store, data)
-    checkpoints = Checkpointer(out, trainer.config, store, restart_stale)
-    write_json(out / "config.json", trainer.config)
-    checkpoints.resume(trainer.restore, trainer.device)
-    train_together([Member(trainer, out, checkpoints)], data, cfg.epochs)
-    trainer._write_epochs(out)  # also when resuming a finished run: the log is an output of its own
-    metrics = trainer.metrics()
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    return train_pass([(cfg, Path(out))], store, work, restart_stale)[0]
 
 
 def _split(store, target_domain: str) -> tuple[list[int], int]:
@@ -309,4 +351,4 @@ def _split(store, target_domain: str) -> tuple[list[int], int]:
     return [i for i in range(len(store.domain_names)) if i != target], target
 
 
-__all__ = ["run", "Trainer", "Member", "train_together", "EPOCH_COLUMNS", "TRAIN", "VAL"]
+__all__ = ["run", "train_pass", "Trainer", "Member", "train_together", "EPOCH_COLUMNS", "TRAIN", "VAL"]

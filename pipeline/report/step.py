@@ -26,11 +26,12 @@ class ReportConfig:
 
 
 def sweep_run_names(sweep: dict) -> set[str]:
-    """Folder names dvc.yaml's distill matrix gives the current sweep's runs: DVC joins the matrix item
-    keys with '-', and names a dict-valued item by its axis and index (`cfg0`, `cfg1`, ...)."""
+    """Run folders of the current sweep, as `<group>/<member>`: dvc.yaml's distill matrix runs one group per
+    (held-out domain, seed), in `data/runs/<domain>-<seed>` (DVC joins the matrix item keys with '-'), and a
+    group writes each member to `<method>-cfg<i>` (i: the index of its grid entry)."""
     try:
         grid = sweep.get("grid") or [{}]
-        return {f"{d}-{m}-{s}-cfg{i}" for d in sweep["domains"] for m in sweep["methods"]
+        return {f"{d}-{s}/{m}-cfg{i}" for d in sweep["domains"] for m in sweep["methods"]
                 for s in sweep["seeds"] for i in range(len(grid))}
     except (KeyError, TypeError):
         raise UserError("params section 'sweep' needs lists 'domains', 'methods', 'seeds' (and 'grid')") from None
@@ -45,7 +46,7 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None =
     if only is not None:
         # Runs of an earlier sweep may still sit in data/runs (DVC never deletes a dropped matrix entry's
         # output); they must not compete in the selection.
-        found = [p for p in found if Path(p).name in only]
+        found = [p for p in found if "/".join(Path(p).parts[-2:]) in only]
     runs = [lib.load_run(p) for p in found]
     result = lib.build_report(runs, methods=cfg.methods, teacher_row=cfg.teacher_row)
     if not result.rows:

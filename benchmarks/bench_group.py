@@ -1,0 +1,115 @@
+"""One data pass, many students: a group of N members against the same N runs one after another.
+
+One run prints, side by side: the wall time of the N runs trained one by one (`rise-pipeline distill` per
+member), of the same N members trained as one group (`--method ... --grid ...`: each batch read, decoded and
+replayed once), their ratio, and whether every member's metrics equal its run alone (they must).
+
+    .venv/bin/python benchmarks/bench_group.py                       # the demo's student, 6 members, CPU
+    .venv/bin/python benchmarks/bench_group.py --preset resnet50     # ResNet-50 at 112 px, 3 members, CPU
+    .venv/bin/python benchmarks/bench_group.py --preset gpu          # ResNet-50 at 224 px bf16, 6 members, and
+                                                                     # the online-teacher loop (needs CUDA)
+    .venv/bin/python benchmarks/bench_group.py --small               # CPU smoke test (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# (world images per cell, world image side, teacher, student, image size, batch, epochs, methods, grid)
+PRESETS = {
+    "demo": dict(per_cell=50, world_size=64, teacher="RISE-tiny-RN", student="test_resnet", image_size=32,
+                 batch_size=16, epochs=2, methods=["erm", "kd", "rise"], grid=[{}, {"w_dist": 2.0}], device="cpu"),
+    "resnet50": dict(per_cell=8, world_size=112, teacher="RISE-tiny-RN", student="resnet50", image_size=112,
+                     batch_size=32, epochs=1, methods=["erm", "kd", "rise"], grid=[{}], device="cpu"),
+    "gpu": dict(per_cell=100, world_size=224, teacher="ViT-B-16", student="resnet50", image_size=224,
+                batch_size=128, epochs=1, methods=["erm", "kd", "rise"], grid=[{}, {"w_dist": 2.0}],
+                device="cuda"),
+    "small": dict(per_cell=4, world_size=32, teacher="RISE-micro-ViT", student="test_resnet", image_size=32,
+                  batch_size=8, epochs=1, methods=["erm", "rise"], grid=[{}], device="cpu"),
+}
+
+
+def _plain(metrics: dict) -> dict:
+    return json.loads(json.dumps(metrics))
+
+
+def bench(work: Path, tmp: Path, p: dict) -> dict:
+    from pipeline.distill.config import DistillConfig
+    from pipeline.distill.step import run, run_group
+
+    target = "cartoon"
+    base = DistillConfig(target_domain=target, student=p["student"], pretrained=False, epochs=p["epochs"],
+                         image_size=p["image_size"], batch_size=p["batch_size"], workers=0, device=p["device"])
+    # warm-up: allocator, page cache, cudnn autotuning
+    run(DistillConfig(**{**base.__dict__, "epochs": 1}), work, tmp / "warm")
+    t = time.perf_counter()
+    alone = {}
+    for method in p["methods"]:
+        for i, entry in enumerate(p["grid"]):
+            cfg = DistillConfig(**{**base.__dict__, **entry, "method": method})
+            alone[f"{method}-cfg{i}"] = run(cfg, work, tmp / "alone" / f"{method}-cfg{i}")
+    t_alone = time.perf_counter() - t
+    t = time.perf_counter()
+    group = run_group(base, p["methods"], p["grid"], work, tmp / "group")
+    t_group = time.perf_counter() - t
+    same = all(_plain(group[n]) == _plain(alone[n]) for n in alone)
+    n_train = next(iter(group.values()))["n_train"]
+    return {"members": len(group), "alone": t_alone, "group": t_group, "same": same, "n_train": n_train}
+
+
+def online_epoch_seconds(work: Path, p: dict) -> float:
+    """The reference's cost for one member: the teacher's image tower runs on every training batch too."""
+    from bench_distill import bench as distill_bench
+
+    r = distill_bench(work, p["student"], p["image_size"], p["batch_size"], 0, p["device"])
+    return r["images"] / r["online"]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    ap.add_argument("--small", action="store_true", help="CPU smoke test (same as --preset small)")
+    a = ap.parse_args(argv)
+    name = "small" if a.small else a.preset
+    p = PRESETS[name]
+    if p["device"] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("no CUDA device: use --preset demo|resnet50 or --small on the CPU")
+        torch.backends.cudnn.benchmark = True
+    from bench_distill import build_work
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        work = build_work(tmp, p["per_cell"], p["world_size"], p["teacher"], max(3, p["epochs"]), p["device"])
+        built = time.perf_counter() - t0
+        r = bench(work, tmp, p)
+        members = r["members"]
+        roster = ", ".join(p["methods"]) + f" x {len(p['grid'])} config(s)"
+        print(f"\n{name}: {p['student']} @ {p['image_size']} px, batch {p['batch_size']}, {p['epochs']} epoch(s), "
+              f"{r['n_train']} training images, {p['device']}; members {roster}")
+        print(f"  {members} runs one by one      {r['alone']:8.1f} s")
+        print(f"  one group of {members} members   {r['group']:8.1f} s   speed-up {r['alone'] / r['group']:.2f}x")
+        print(f"  every member's metrics equal its run alone: {'yes' if r['same'] else 'NO'}")
+        if p["device"] == "cuda":
+            online = online_epoch_seconds(work, p) * p["epochs"] * members
+            print(f"  {members} runs with the teacher online (reference loop, estimated from one epoch x {members}) "
+                  f"{online:8.1f} s   group speed-up {online / r['group']:.2f}x")
+        print(f"  (stage one: {built:.0f} s)")
+        if not r["same"]:
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

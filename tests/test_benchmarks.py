@@ -1,0 +1,17 @@
+"""The GPU benchmark scripts' CPU smoke modes run end to end (the GPU figures come from the same code)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_group_benchmark_smoke_mode_runs_and_checks_exactness():
+    r = subprocess.run([sys.executable, "benchmarks/gpu_group.py", "--small"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "one group of 2 members" in r.stdout and "speed-up" in r.stdout
+    assert "every member's metrics equal its run alone: yes" in r.stdout
