@@ -27,4 +27,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipeline stages tests benchmarks
 
 clean-demo:
-	rm -rf data/world data/teacher data/work data/runs data/report
+	rm -rf data/world data/teacher data/student data/work data/runs data/report

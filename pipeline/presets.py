@@ -204,10 +204,15 @@ def dataset_overlay(name: str, data_root: str, plan: DomainPlan | None = None, t
         "data": {"root": data_root},
         "world": {"enabled": False},
         "teacher": {"enabled": False},
+        "student": {"enabled": False},
         "embed": {"model": teacher, "pretrained": pretrained, "templates": list(RISE_TEMPLATES),
                   "anchors": list(plan.anchors), "views": 20, "audit_threshold": 0.95},
-        "distill": {"student": student, "pretrained": True, "image_size": 224, "epochs": 20,
-                    "batch_size": 128, "lr": d.lr, "text_ensemble": d.text_ensemble, "workers": 8},
+        # The whole recipe is set, not only what differs from the demo: no demo value may leak into a real run
+        # (the student starts from timm's ImageNet weights, not the demo's local checkpoint).
+        "distill": {"student": student, "pretrained": True, "checkpoint": "", "checkpoint_sha256": "",
+                    "image_size": 224, "epochs": 20, "batch_size": 128, "lr": d.lr, "momentum": 0.9,
+                    "weight_decay": 5e-4, "lr_decay_at": 0.8, "lr_gamma": 0.1, "text_ensemble": d.text_ensemble,
+                    "workers": 8},
         "sweep": {"domains": list(plan.domains), "methods": ["erm", "kd", "rise"], "seeds": [0, 1, 2],
                   "grid": copy.deepcopy(GRIDS[name])},
     }

@@ -20,6 +20,8 @@ COMMANDS = {
     "report": ("stages.report", "report", "Paper-style table of runs, selected by training-domain validation."),
     "world": ("stages.world", "world", "Generate the demo world (embedded default dataset)."),
     "pretrain-teacher": ("stages.teacher", "pretrain_teacher", "Pretrain the demo world's small CLIP teacher."),
+    "pretrain-student": ("stages.student", "pretrain_student",
+                         "Pretrain the demo student's backbone (its stand-in for ImageNet weights)."),
     "preset": ("stages.preset", "preset", "Switch params.yaml to a real dataset's RISE preset."),
     "sweep": ("stages.sweep", "sweep", "Queue or run a named hyper-parameter grid as a DVC experiment."),
 }

@@ -13,13 +13,15 @@ from pipeline.config import default_of
 from stages.options import flag_name
 
 # The command that reads each section, and who else reads it.
-COMMAND_OF = {"world": "world", "teacher": "pretrain-teacher", "shard": "extract", "embed": "extract",
-              "distill": "distill", "report": "report"}
-ALSO_READ = {"world": " (and by `rise-pipeline pretrain-teacher`, for the classes, domains and image size)"}
+COMMAND_OF = {"world": "world", "teacher": "pretrain-teacher", "student": "pretrain-student", "shard": "extract",
+              "embed": "extract", "distill": "distill", "report": "report"}
+ALSO_READ = {"world": " (and by `rise-pipeline pretrain-teacher`, for the classes, domains and image size, and "
+                      "`rise-pipeline pretrain-student`, for the image size)"}
 
 
 def sections() -> list[tuple[str, type]]:
     """(params.yaml section, config dataclass) of every step, in pipeline order."""
+    from pipeline.demo.student import StudentPretrainConfig
     from pipeline.demo.teacher import PretrainConfig
     from pipeline.demo.world import WorldConfig
     from pipeline.distill.config import DistillConfig
@@ -27,8 +29,8 @@ def sections() -> list[tuple[str, type]]:
     from pipeline.extract.shard_step import ShardConfig
     from pipeline.report.step import ReportConfig
 
-    return [("world", WorldConfig), ("teacher", PretrainConfig), ("shard", ShardConfig), ("embed", EmbedConfig),
-            ("distill", DistillConfig), ("report", ReportConfig)]
+    return [("world", WorldConfig), ("teacher", PretrainConfig), ("student", StudentPretrainConfig),
+            ("shard", ShardConfig), ("embed", EmbedConfig), ("distill", DistillConfig), ("report", ReportConfig)]
 
 
 def _cli_names(cls: type) -> set[str]:

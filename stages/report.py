@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -9,7 +10,7 @@ import click
 from pipeline.config import load_section, read_params
 from pipeline.errors import UserError
 from pipeline.report.step import ReportConfig, run, sweep_run_names
-from pipeline.report.tables import markdown_table
+from pipeline.report.tables import compare, comparison_lines, markdown_table
 from stages.options import config_options, overrides_for, params_option
 
 
@@ -21,7 +22,10 @@ from stages.options import config_options, overrides_for, params_option
 @config_options(ReportConfig)
 @click.option("--sweep-only", is_flag=True,
               help="Use only the runs of the current `sweep` section of --params (what dvc.yaml's matrix runs).")
-def report(runs, out, params_path, sweep_only, **options):
+@click.option("--work", type=click.Path(path_type=Path), default=None,
+              help="Work folder the runs were trained from: adds the learning check (did each selected run fit "
+                   "its source domains?) from its teacher_report.json and shards/index.json.")
+def report(runs, out, params_path, sweep_only, work, **options):
     """Build the paper-style table from distill RUNS (run folders, or folders searched recursively).
 
     Per (method, held-out domain, seed) the run with the best source-validation accuracy is chosen;
@@ -34,8 +38,15 @@ def report(runs, out, params_path, sweep_only, **options):
         if "sweep" not in params:
             raise UserError("--sweep-only needs --params with a 'sweep' section")
         only = sweep_run_names(params["sweep"])
-    result = run(cfg, list(runs), out, only)
+    result = run(cfg, list(runs), out, only, work)
     click.echo(markdown_table(result, cfg.decimals), nl=False)
+    for line in comparison_lines(compare(result), cfg.decimals):
+        if line.startswith("- "):  # the verdicts, each method against ERM
+            click.echo(line)
+    check = json.loads((out / "metrics.json").read_text()).get("learning_check")
+    if check:
+        click.echo(f"learning check: {check['passed']} of {check['runs']} selected runs pass (details: "
+                   f"{out / 'results.md'})")
     bad = sum(r.status != "complete" for r in result.runs)
     if bad:
         click.echo(f"({bad} incomplete or failed run(s) not averaged: see {out / 'results.md'})")

@@ -150,3 +150,43 @@ def test_default_templates_fit_the_world():
         assert "{}" in t
     with pytest.raises(UserError):
         PretrainConfig(templates=[])
+
+
+def test_logit_scale_reaches_clips_and_is_saved(pretrained):
+    """The temperature follows its schedule to CLIP's 100 (RISE reads teacher logits at 100), and the
+    checkpoint holds it; the report says how the distill step will read the teacher's logits."""
+    start = 1 / 0.07
+    steps = [demo_teacher.logit_scale_at(s, 50, start, 100.0) for s in range(51)]
+    assert steps[0] == pytest.approx(start) and steps[-1] == pytest.approx(100.0)
+    assert all(a < b for a, b in zip(steps, steps[1:], strict=False))
+    assert steps[25] == pytest.approx((start * 100) ** 0.5)  # log-linear: the geometric mean half-way
+    saved = torch.load(pretrained / "teacher.pt", weights_only=True)
+    assert float(saved["state_dict"]["logit_scale"].exp()) == pytest.approx(100.0, rel=1e-5)
+    report = json.loads((pretrained / "pretrain_report.json").read_text())
+    assert report["logit_scale"] == pytest.approx(100.0)
+    zs = report["zero_shot"]
+    assert 0 < zs["kd_target_entropy"] < np.log(len(report["classes"])) and zs["ce_at_scale_100"] > 0
+
+
+def test_learned_scale_and_no_augmentation_remain_available():
+    wcfg = world.WorldConfig(classes=["fish", "star"], domains=["sketch"], image_size=32)
+    cfg = PretrainConfig(per_cell=16, eval_per_cell=2, epochs=2, batch_size=16, augment=False, logit_scale=0)
+    model, report = demo_teacher.run(cfg, wcfg)
+    assert report["logit_scale"] != pytest.approx(100.0, abs=1)  # learned, from open_clip's 1/0.07
+    assert model.logit_scale.requires_grad
+    with pytest.raises(UserError, match="teacher.logit_scale must be 0"):
+        PretrainConfig(logit_scale=500)
+
+
+def test_augmented_views_are_seeded_and_normalised():
+    model, preprocess, _ = demo_teacher.create(PretrainConfig().model)
+    views = demo_teacher.train_views(model, preprocess)
+    images = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
+    a = views(images, torch.Generator().manual_seed(0))
+    b = views(images, torch.Generator().manual_seed(0))
+    c = views(images, torch.Generator().manual_seed(1))
+    assert a.shape == (5, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+    norm = preprocess.transforms[-1]  # CLIP's normalisation, as the eval preprocessing applies it
+    lo = (0 - torch.tensor(norm.mean)) / torch.tensor(norm.std)
+    hi = (1 - torch.tensor(norm.mean)) / torch.tensor(norm.std)
+    assert (a.amin((0, 2, 3)) >= lo - 1e-5).all() and (a.amax((0, 2, 3)) <= hi + 1e-5).all()

@@ -16,6 +16,7 @@ from cli_helpers import run_cli
 from click.testing import CliRunner
 
 from pipeline.config import load_section, read_params
+from pipeline.demo.student import StudentPretrainConfig
 from pipeline.demo.teacher import PretrainConfig
 from pipeline.demo.world import WorldConfig
 from pipeline.distill.config import DistillConfig
@@ -34,14 +35,16 @@ COMMANDS = {
     "report": [("report", ReportConfig)],
     "world": [("world", WorldConfig)],
     "pretrain-teacher": [("teacher", PretrainConfig)],
+    "pretrain-student": [("student", StudentPretrainConfig)],
 }
 # Options a command declares itself (paths, step choice...): not config fields, so not in params.yaml.
 OWN_OPTIONS = {
     "extract": {"--data-root", "--out", "--steps", "--params", "--scheduler", "-h"},
     "distill": {"--work", "--out", "--params", "--grid", "--sweep", "--max-members", "--restart-stale", "-h"},
-    "report": {"--out", "--params", "--sweep-only", "-h"},
+    "report": {"--out", "--params", "--sweep-only", "--work", "-h"},
     "world": {"--out", "--params", "--captions", "--grid", "-h"},
     "pretrain-teacher": {"--out", "--params", "-h"},
+    "pretrain-student": {"--out", "--params", "-h"},
 }
 
 
@@ -148,6 +151,7 @@ def _argv(section: str, params: Path, tmp: Path) -> list[str]:
     return {
         "world": ["world", "--out", str(tmp / "w")],
         "teacher": ["pretrain-teacher", "--out", str(tmp / "t")],
+        "student": ["pretrain-student", "--out", str(tmp / "s")],
         "shard": ["extract", "--data-root", str(tmp), "--out", str(tmp / "work"), "--steps", "shard"],
         "embed": ["extract", "--out", str(tmp / "work"), "--steps", "embed"],
         "distill": ["distill", "--work", str(tmp / "work"), "--out", str(tmp / "run")],

@@ -67,7 +67,10 @@ def test_preset_rewrites_params_keeping_comments(tmp_path):
     assert p["embed"]["model"] == "ViT-B-16-quickgelu" and p["embed"]["pretrained"] == "openai"
     assert p["sweep"]["domains"] == ["location_100", "location_38", "location_43", "location_46"]
     assert len(p["sweep"]["grid"]) == 6 and not _lines(r.stderr, "warning:")
-    assert p["world"]["enabled"] is False and p["teacher"]["enabled"] is False
+    assert p["world"]["enabled"] is False and p["teacher"]["enabled"] is False and p["student"]["enabled"] is False
+    # the real student starts from timm's ImageNet weights with RISE's recipe, whatever the demo used
+    assert p["distill"]["pretrained"] is True and p["distill"]["checkpoint"] == ""
+    assert (p["distill"]["lr_decay_at"], p["distill"]["lr_gamma"], p["distill"]["weight_decay"]) == (0.8, 0.1, 5e-4)
 
 
 def test_preset_errors_are_one_line(tmp_path):

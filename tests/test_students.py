@@ -66,3 +66,67 @@ def test_unknown_student_lists_close_names():
     raw, _, _ = _text()
     with pytest.raises(UserError, match=r"unknown student 'resnet181'.*close timm names: .*resnet18"):
         build_student("resnet181", raw)
+
+
+# ------------------------------------------------------------------------------------- local weights
+
+def _saved_backbone(path, name="test_resnet", seed=7, with_classifier=False):
+    """A backbone's weights as a user would save them: a timm model's state_dict (with or without its
+    classifier) in a local file. Returns the backbone tensors the student must start from."""
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False, num_classes=5 if with_classifier else 0)
+    state = model.state_dict()
+    torch.save(state, path)
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+@pytest.mark.parametrize("with_classifier", [False, True])
+def test_local_checkpoint_is_loaded_through_timm_without_the_hub(tmp_path, monkeypatch, with_classifier):
+    import pipeline.distill.students as students
+
+    expected = _saved_backbone(tmp_path / "backbone.pth", with_classifier=with_classifier)
+    # no hub: neither the probe nor a download may run for a local file
+    monkeypatch.setattr(students, "hub_weights", lambda *a, **k: pytest.fail("hub consulted for a local file"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    raw, t_hat, _ = _text()
+    torch.manual_seed(0)
+    m = build_student("test_resnet", raw, pretrained=True, checkpoint=tmp_path / "backbone.pth")
+    got = m.backbone.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in got)
+    # the head is still the student's own: projector seeded, classifier at the class texts
+    assert torch.allclose(m.classifier.weight, t_hat, atol=1e-6)
+    # timm's own path for local weights gives the same backbone
+    ref = timm.create_model("test_resnet", pretrained=True, num_classes=0,
+                            pretrained_cfg_overlay={"file": str(tmp_path / "backbone.pth")})
+    assert all(torch.equal(ref.state_dict()[k], got[k]) for k in got)
+
+
+def test_checkpoint_is_ignored_without_pretrained(tmp_path):
+    expected = _saved_backbone(tmp_path / "backbone.pth")
+    raw, _, _ = _text()
+    torch.manual_seed(0)
+    m = build_student("test_resnet", raw, pretrained=False, checkpoint=tmp_path / "backbone.pth")
+    assert not torch.equal(m.backbone.state_dict()["conv1.0.weight"], expected["conv1.0.weight"])
+
+
+def test_bad_local_checkpoints_are_one_line(tmp_path):
+    raw, _, _ = _text()
+    with pytest.raises(UserError, match=r"student weights not found: .*missing\.pth"):
+        build_student("test_resnet", raw, pretrained=True, checkpoint=tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=r"cannot load student weights .*junk\.pth into 'test_resnet'"):
+        build_student("test_resnet", raw, pretrained=True, checkpoint=tmp_path / "junk.pth")
+    # a tensor of another shape is refused by torch ...
+    _saved_backbone(tmp_path / "wide.pth")
+    state = torch.load(tmp_path / "wide.pth", weights_only=True)
+    state["conv1.0.weight"] = torch.zeros(5, 3, 3, 3)
+    torch.save(state, tmp_path / "wide.pth")
+    with pytest.raises(UserError, match=r"cannot load student weights .*wide\.pth into 'test_resnet' \(.*size"):
+        build_student("test_resnet", raw, pretrained=True, checkpoint=tmp_path / "wide.pth")
+    # ... and other names (another architecture) too: timm loads non-strictly once it drops a classifier, so
+    # what its load lets through is caught here
+    _saved_backbone(tmp_path / "vit.pth", name="test_vit")
+    with pytest.raises(UserError, match=r"vit\.pth does not hold 'test_resnet''s backbone: \d+ of its tensors are "
+                                        r"missing \(e\.g\. \S+\); weights of another architecture\?"):
+        build_student("test_resnet", raw, pretrained=True, checkpoint=tmp_path / "vit.pth")

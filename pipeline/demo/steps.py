@@ -1,6 +1,7 @@
-"""The demo's two steps: write the world (`run_world`) and pretrain its CLIP teacher (`run_pretrain`).
+"""The demo's three steps: write the world (`run_world`), pretrain its CLIP teacher (`run_pretrain`) and
+pretrain its student backbone (`run_student_pretrain`, the stand-in for ImageNet weights).
 
-Both are DVC stages that a real dataset switches off (`enabled: false`): they then leave only a small
+All three are DVC stages that a real dataset switches off (`enabled: false`): they then leave only a small
 placeholder output, so dvc.yaml stays one pipeline and `dvc repro` spends no time on the demo.
 """
 
@@ -10,12 +11,14 @@ import json
 import logging
 import shutil
 import time
+from io import BytesIO
 from pathlib import Path
 
 from .. import io
 from ..config import to_dict
 from ..errors import UserError
 from ..progress import progress
+from . import student as demo_student
 from . import teacher as demo_teacher
 from . import world as demo_world
 
@@ -66,12 +69,40 @@ def run_pretrain(cfg: demo_teacher.PretrainConfig, wcfg: demo_world.WorldConfig,
         progress_items=lambda it: progress(it, desc="render", unit="img", leave=False),
         progress_steps=lambda n: progress(total=n, desc="pretrain", unit="step"))
     report["config"] = {"teacher": to_dict(cfg), "world": to_dict(wcfg)}
-    with io.atomic_path(out / "teacher.pt", suffix=".pt") as tmp:
-        demo_teacher.save_checkpoint(model, tmp, {"model": cfg.model, "zero_shot": report["zero_shot"]})
+    buf = BytesIO()  # torch.save to a path names its archive after the file, here a random temporary name
+    demo_teacher.save_checkpoint(model, buf, {"model": cfg.model, "zero_shot": report["zero_shot"]})
+    io.write_bytes(out / "teacher.pt", buf.getvalue())  # the same weights give the same bytes
     io.write_json(out / "pretrain_report.json", report)
     zs = report["zero_shot"]
     log.info("teacher: %s pretrained on %d captioned images in %s s -> %s", cfg.model, report["corpus_size"],
              report["seconds"]["train"], out / "teacher.pt")
     log.info("zero-shot accuracy: %s; mean %.3f (chance %.3f)",
              ", ".join(f"{d} {a:.3f}" for d, a in zs["per_domain"].items()), zs["mean"], zs["chance"])
+    return report
+
+
+def run_student_pretrain(cfg: demo_student.StudentPretrainConfig, wcfg: demo_world.WorldConfig,
+                         out: Path) -> dict | None:
+    """Pretrain the demo student's backbone into OUT/backbone.pth (a timm state_dict without classifier:
+    `distill.checkpoint: OUT/backbone.pth` loads it like any local timm weights) and OUT/pretrain_report.json."""
+    if not cfg.enabled:
+        write_placeholder(out, "student.enabled is false: the student starts from timm's own weights.")
+        return None
+    import torch
+
+    state, report = demo_student.run(
+        cfg, wcfg,
+        progress_items=lambda it: progress(it, desc="render", unit="img", leave=False),
+        progress_steps=lambda n: progress(total=n, desc="pretrain", unit="step"))
+    buf = BytesIO()
+    torch.save(state, buf)
+    io.write_bytes(out / "backbone.pth", buf.getvalue())
+    report["config"] = {"student": to_dict(cfg), "world_image_size": wcfg.image_size}
+    report["sha256"] = io.sha256_file(out / "backbone.pth")
+    io.write_json(out / "pretrain_report.json", report)
+    log.info("student: %s (%d parameters) pretrained on %d images of %d other objects (%s) in %s s -> %s",
+             cfg.model, report["parameters"], report["corpus_size"], len(cfg.classes), ", ".join(report["domains"]),
+             report["seconds"]["train"], out / "backbone.pth")
+    log.info("held-out accuracy on the pretraining classes: %.3f (chance %.3f); training loss by epoch %s",
+             report["eval_acc"], report["chance"], " ".join(f"{v:.2f}" for v in report["loss_per_epoch"]))
     return report

@@ -95,6 +95,66 @@ SHAPES: dict[str, list[tuple]] = {
 }
 CLASSES = tuple(sorted(SHAPES))
 
+# Other objects, drawn only for the student's pretraining corpus (the demo's stand-in for ImageNet): the
+# student learns shapes from them, never the benchmark's classes. They take image-seed indices after the
+# benchmark's classes, so adding one changes no benchmark image.
+PRETRAIN_SHAPES: dict[str, list[tuple]] = {
+    "apple": [("poly", "main", _ellipse(-0.22, 0.1, 0.45, 0.6)), ("poly", "main", _ellipse(0.22, 0.1, 0.45, 0.6)),
+              ("line", "dark", [(0.0, -0.4), (0.05, -0.65), (0.15, -0.85)], 0.07),
+              ("poly", "second", _ellipse(0.3, -0.65, 0.22, 0.1))],
+    "arrow": [("poly", "main", [(-0.9, -0.15), (0.3, -0.15), (0.3, -0.45), (0.9, 0.0), (0.3, 0.45), (0.3, 0.15),
+                                (-0.9, 0.15)])],
+    "balloon": [("line", "dark", [(0.0, 0.45), (-0.08, 0.65), (0.06, 0.8), (-0.04, 0.98)], 0.04),
+                ("poly", "main", _ellipse(0.0, -0.2, 0.5, 0.65)),
+                ("poly", "main", [(-0.1, 0.42), (0.1, 0.42), (0.0, 0.52)]),
+                ("poly", "light", _ellipse(-0.2, -0.45, 0.09, 0.14, n=12))],
+    "bell": [("poly", "main", [(-0.75, 0.55), (-0.55, 0.35), (-0.45, -0.3), (-0.25, -0.6), (0.25, -0.6),
+                               (0.45, -0.3), (0.55, 0.35), (0.75, 0.55)]),
+             ("poly", "second", _ellipse(0.0, -0.7, 0.12, 0.12, n=12)),
+             ("poly", "dark", _ellipse(0.0, 0.68, 0.16, 0.16, n=14))],
+    "bird": [("poly", "second", [(0.45, 0.0), (0.95, -0.3), (0.9, 0.25)]),
+             ("poly", "main", _ellipse(0.05, 0.05, 0.5, 0.32)),
+             ("poly", "main", _ellipse(-0.5, -0.3, 0.24, 0.22)),
+             ("poly", "second", [(-0.72, -0.36), (-0.98, -0.26), (-0.72, -0.2)]),
+             ("poly", "second", [(-0.15, -0.05), (0.4, -0.55), (0.3, 0.0)]),
+             ("line", "dark", [(-0.05, 0.35), (-0.1, 0.7)], 0.05), ("line", "dark", [(0.15, 0.35), (0.1, 0.7)], 0.05),
+             ("poly", "dark", _ellipse(-0.55, -0.35, 0.05, 0.05, n=10))],
+    "boat": [("line", "dark", [(0.0, 0.2), (0.0, -0.9)], 0.06),
+             ("poly", "light", [(0.05, -0.85), (0.65, 0.1), (0.05, 0.1)]),
+             ("poly", "second", [(-0.05, -0.7), (-0.05, 0.1), (-0.5, 0.1)]),
+             ("poly", "main", [(-0.9, 0.2), (0.9, 0.2), (0.6, 0.6), (-0.6, 0.6)])],
+    "bottle": [("poly", "main", [(-0.3, 0.9), (-0.3, -0.15), (-0.12, -0.45), (-0.12, -0.75), (0.12, -0.75),
+                                 (0.12, -0.45), (0.3, -0.15), (0.3, 0.9)]),
+               ("poly", "second", _rect(-0.15, -0.92, 0.15, -0.72)),
+               ("poly", "light", _rect(-0.3, 0.1, 0.3, 0.45))],
+    "chair": [("poly", "main", _rect(-0.45, -0.95, -0.3, 0.85)), ("poly", "main", _rect(0.3, 0.05, 0.45, 0.85)),
+              ("poly", "main", _rect(-0.45, -0.05, 0.5, 0.12)), ("poly", "second", _rect(-0.45, -0.85, -0.3, -0.2)),
+              ("poly", "main", _rect(-0.25, 0.12, -0.12, 0.85))],
+    "clock": [("poly", "main", _ellipse(0.0, 0.0, 0.85, 0.85)), ("poly", "light", _ellipse(0.0, 0.0, 0.7, 0.7)),
+              ("line", "dark", [(0.0, 0.0), (0.0, -0.55)], 0.07), ("line", "dark", [(0.0, 0.0), (0.38, 0.12)], 0.09),
+              *[("poly", "dark", _ellipse(0.6 * math.cos(a), 0.6 * math.sin(a), 0.05, 0.05, n=8))
+                for a in np.linspace(0, 2 * math.pi, 12, endpoint=False)]],
+    "heart": [("poly", "main", _ellipse(-0.35, -0.3, 0.4, 0.4, 135, 360, 20) + _ellipse(0.35, -0.3, 0.4, 0.4, 180, 405, 20)
+               + [(0.0, 0.85)])],
+    "key": [("line", "main", _ellipse(-0.55, 0.0, 0.3, 0.3, 0, 360, 24) + [(-0.25, 0.0)], 0.12),
+            ("poly", "main", _rect(-0.27, -0.07, 0.9, 0.07)),
+            ("poly", "main", _rect(0.5, 0.07, 0.6, 0.32)), ("poly", "main", _rect(0.72, 0.07, 0.82, 0.25))],
+    "kite": [("line", "dark", [(0.0, 0.5), (-0.15, 0.7), (0.1, 0.85), (-0.05, 0.98)], 0.04),
+             ("poly", "main", [(0.0, -0.9), (0.45, -0.25), (0.0, 0.5), (-0.45, -0.25)]),
+             ("line", "second", [(0.0, -0.9), (0.0, 0.5)], 0.04), ("line", "second", [(-0.45, -0.25), (0.45, -0.25)], 0.04)],
+    "lamp": [("poly", "main", [(-0.25, -0.9), (0.25, -0.9), (0.55, -0.3), (-0.55, -0.3)]),
+             ("poly", "dark", _rect(-0.06, -0.3, 0.06, 0.7)),
+             ("poly", "second", _ellipse(0.0, 0.78, 0.45, 0.14))],
+    "moon": [("poly", "main", _ellipse(0.0, 0.0, 0.8, 0.8, 60, 300, 24) + _ellipse(0.45, 0.0, 0.62, 0.7, 250, 110, 20))],
+    "mushroom": [("poly", "light", _rect(-0.2, -0.1, 0.2, 0.85)),
+                 ("poly", "main", _ellipse(0.0, -0.05, 0.85, 0.75, 180, 360, 24)),
+                 ("poly", "light", _ellipse(-0.35, -0.35, 0.12, 0.1, n=12)),
+                 ("poly", "light", _ellipse(0.3, -0.5, 0.1, 0.08, n=12))],
+    "umbrella": [("line", "dark", [(0.0, -0.2), (0.0, 0.7), (0.05, 0.85), (0.25, 0.85), (0.3, 0.7)], 0.07),
+                 ("poly", "main", _ellipse(0.0, -0.1, 0.9, 0.75, 180, 360, 28))],
+}
+PRETRAIN_CLASSES = tuple(sorted(PRETRAIN_SHAPES))
+
 
 @dataclasses.dataclass
 class WorldConfig:
@@ -290,13 +350,22 @@ STYLES = {"photo": _photo, "sketch": _sketch, "cartoon": _cartoon, "painting": _
 
 # ---------------------------------------------------------------------------------------------- sampling
 
+def _class_number(class_name: str) -> int:
+    """A class's number in the image seeds: the benchmark's classes first, the pretraining shapes after."""
+    if class_name in SHAPES:
+        return CLASSES.index(class_name)
+    return len(CLASSES) + PRETRAIN_CLASSES.index(class_name)
+
+
 def render(domain: str, class_name: str, seed: int, index: int, image_size: int) -> tuple[Image.Image, str]:
-    """One image and its caption; a pure function of its arguments."""
-    rng = integer_rng(seed, DOMAINS.index(domain), CLASSES.index(class_name), index)
+    """One image and its caption; a pure function of its arguments. `class_name` is a benchmark class
+    (`CLASSES`) or a pretraining shape (`PRETRAIN_CLASSES`)."""
+    rng = integer_rng(seed, DOMAINS.index(domain), _class_number(class_name), index)
     size = image_size * SUPERSAMPLE
     pose, scale = _pose(rng, size)
     colour_name, colours = _colours(rng)
-    arr = STYLES[domain](rng, SHAPES[class_name], pose, scale, colours, size)
+    parts = SHAPES[class_name] if class_name in SHAPES else PRETRAIN_SHAPES[class_name]
+    arr = STYLES[domain](rng, parts, pose, scale, colours, size)
     im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     im = im.resize((image_size, image_size), Image.LANCZOS)
     template = CAPTIONS[domain][int(rng.integers(len(CAPTIONS[domain])))]

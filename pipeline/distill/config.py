@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import field
 from ..devices import DEVICES
 from ..errors import UserError
+from ..io import sha256_file
 
 # Batch composition (`sampling`) and the source-validation average used for selection.
 BALANCES = ("none", "domains")
@@ -26,7 +28,14 @@ class DistillConfig:
     target_domain: str = field("", "Held-out domain: tested on whole, never trained on (required).")
     method: str = field("rise", "Which loss terms are on (docs/method.md).", choices=METHODS)
     student: str = field("resnetv2_50x1_bit.goog_in21k_ft_in1k", "timm model name of the student backbone.")
-    pretrained: bool = field(True, "Start the backbone from timm's ImageNet weights (must be in the local cache).")
+    pretrained: bool = field(True, "Start the backbone from pretrained weights: timm's ImageNet weights (must be in "
+                                   "the local cache), or the checkpoint file when one is given.")
+    checkpoint: str = field("", "Local weights file for the backbone (a timm state_dict: .pth, .bin or "
+                                ".safetensors), loaded through timm instead of the hub's weights when pretrained "
+                                "is true. Empty: timm's own weights.")
+    checkpoint_sha256: str = field("", "SHA-256 of the checkpoint file, recorded by every run that loads it (so a run "
+                                       "from other weights is never 'up to date' nor resumed); a value given here "
+                                       "refuses any other file.", cli=False)
     epochs: int = field(20, "Training epochs (RISE: 20). Use <= the store's views K for a fresh view each epoch.")
     lr: float = field(1e-3, "SGD learning rate (RISE: 1e-3; 2e-3 for TerraIncognita).")
     momentum: float = field(0.9, "SGD momentum.")
@@ -76,8 +85,25 @@ def check_weight(name: str, value) -> float:
     return float(value)
 
 
+def pin_checkpoint(cfg: DistillConfig) -> None:
+    """Record the content of the local weights a run loads: `cfg.checkpoint_sha256` is set from the file (a
+    run's identity is its result config, and the same path may come to hold other weights -- the demo's
+    student-pretrain stage rewrites it). A digest already given must match the file."""
+    if not (cfg.pretrained and cfg.checkpoint):
+        return
+    path = Path(cfg.checkpoint)
+    if not path.is_file():
+        raise UserError(f"student weights not found: {path} (distill.checkpoint)")
+    digest = sha256_file(path)
+    if cfg.checkpoint_sha256 and cfg.checkpoint_sha256 != digest:
+        raise UserError(f"{path} holds other weights (sha256 {digest[:12]}...) than distill.checkpoint_sha256 "
+                        f"{cfg.checkpoint_sha256[:12]}... names")
+    cfg.checkpoint_sha256 = digest
+
+
 def validate(cfg: DistillConfig) -> None:
-    """Reject values that cannot train, each with one line naming the option."""
+    """Reject values that cannot train, each with one line naming the option; pin the local weights
+    (`pin_checkpoint`)."""
     if not cfg.target_domain:
         raise UserError("--target-domain is required")
     for name in ("w_kd", "w_ce", "w_dist"):
@@ -88,3 +114,4 @@ def validate(cfg: DistillConfig) -> None:
     for name, ok in checks:
         if not ok:
             raise UserError(f"{name} has an invalid value {getattr(cfg, name)!r}")
+    pin_checkpoint(cfg)

@@ -8,6 +8,8 @@ its own projected features, which is what lets AD/RD pull embeddings towards the
 from __future__ import annotations
 
 import difflib
+import os
+from pathlib import Path
 
 import numpy as np
 import timm
@@ -34,23 +36,51 @@ def check_student_name(name: str) -> None:
     raise UserError(f"unknown student {name!r}{hint} (any name from timm.list_models() works)")
 
 
-class Student(nn.Module):
-    """backbone -> pooled feature -> projector (embedding z, size D) -> classifier (logits, C)."""
+def _first_line(e: BaseException) -> str:
+    """An exception's first line, with the next one when it only announces it (torch's load errors)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text[:240]
 
-    def __init__(self, name: str, text_class: np.ndarray | torch.Tensor, pretrained: bool = False):
+
+def backbone_from_file(name: str, path: str | os.PathLike) -> nn.Module:
+    """timm backbone `name` (no classifier) with the weights of a local file, loaded the way timm loads any
+    local weights: `create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))` (a state_dict,
+    or a checkpoint holding one under 'state_dict' / 'model'; .pth, .bin or .safetensors; read with the safe
+    loader). timm drops a classifier the file may hold and then loads non-strictly, so the backbone's weights
+    are checked here to have all come from the file: a checkpoint of another architecture is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"student weights not found: {path} (distill.checkpoint)")
+    try:
+        backbone = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
+                                     num_classes=0)
+        saved = timm.models.load_state_dict(str(path))
+    except Exception as e:  # noqa: BLE001 - whatever a foreign or broken file makes torch raise, one line
+        raise UserError(f"cannot load student weights {path} into {name!r} ({_first_line(e)})") from None
+    missing = sorted(set(backbone.state_dict()) - set(saved))
+    if missing:
+        raise UserError(f"{path} does not hold {name!r}'s backbone: {len(missing)} of its tensors are missing "
+                        f"(e.g. {missing[0]}); weights of another architecture?")
+    return backbone
+
+
+class Student(nn.Module):
+    """backbone -> pooled feature -> projector (embedding z, size D) -> classifier (logits, C).
+
+    `pretrained`: start the backbone from timm's weights for `name` (the HF hub or its cache), or, when
+    `checkpoint` names a local file, from that file (`backbone_from_file`)."""
+
+    def __init__(self, name: str, text_class: np.ndarray | torch.Tensor, pretrained: bool = False,
+                 checkpoint: str | os.PathLike | None = None):
         super().__init__()
         check_student_name(name)
-        try:
-            # Pretrained weights come from the HF hub: refused at once (one line) when it is unreachable
-            # and the weights are not cached, read from the cache without retries when they are.
-            with hub_weights(timm_files(name) if pretrained else None, f"student {name!r}", _NO_HUB):
-                self.backbone = timm.create_model(name, pretrained=pretrained, num_classes=0)
-        except (RuntimeError, OSError, ValueError) as e:
-            if not pretrained:
-                raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot load pretrained weights for {name!r} ({first}); set HF_HUB_OFFLINE=1 with "
-                            f"the weights in the HF cache, or {_NO_HUB}") from None
+        if pretrained and checkpoint:
+            self.backbone = backbone_from_file(name, checkpoint)
+        else:
+            self.backbone = _hub_backbone(name, pretrained)
         text = torch.as_tensor(np.asarray(text_class), dtype=torch.float32)
         n_classes, dim = text.shape
         self.projector = nn.Linear(self.backbone.num_features, dim)
@@ -75,6 +105,20 @@ class Student(nn.Module):
         return z, self.classifier(z)
 
 
-def build_student(name: str, text_class: np.ndarray | torch.Tensor, pretrained: bool = False) -> Student:
-    """Factory in timm's style: fails loudly (UserError) on an unknown name."""
-    return Student(name, text_class, pretrained=pretrained)
+def _hub_backbone(name: str, pretrained: bool) -> nn.Module:
+    try:
+        # Pretrained weights come from the HF hub: refused at once (one line) when it is unreachable
+        # and the weights are not cached, read from the cache without retries when they are.
+        with hub_weights(timm_files(name) if pretrained else None, f"student {name!r}", _NO_HUB):
+            return timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except (RuntimeError, OSError, ValueError) as e:
+        if not pretrained:
+            raise
+        raise UserError(f"cannot load pretrained weights for {name!r} ({_first_line(e)}); set HF_HUB_OFFLINE=1 "
+                        f"with the weights in the HF cache, or {_NO_HUB}") from None
+
+
+def build_student(name: str, text_class: np.ndarray | torch.Tensor, pretrained: bool = False,
+                  checkpoint: str | os.PathLike | None = None) -> Student:
+    """Factory in timm's style: fails loudly (UserError) on an unknown name or unusable weights."""
+    return Student(name, text_class, pretrained=pretrained, checkpoint=checkpoint)

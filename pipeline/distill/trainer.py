@@ -83,7 +83,8 @@ class Trainer:
         if len(data.train_rows) == 0:
             raise UserError(f"no training samples in the source domains {', '.join(names[i] for i in self.sources)}")
         torch.manual_seed(cfg.seed)
-        self.model = build_student(cfg.student, store.text_class, pretrained=cfg.pretrained).to(self.device)
+        self.model = build_student(cfg.student, store.text_class, pretrained=cfg.pretrained,
+                                   checkpoint=cfg.checkpoint).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..config import field
 from ..errors import UserError
 from ..io import write_bytes, write_json, write_text
+from . import learning
 from . import tables as lib
 
 OUTPUTS = ("results.md", "results.csv", "results.png", "metrics.json")
@@ -37,7 +38,10 @@ def sweep_run_names(sweep: dict) -> set[str]:
         raise UserError("params section 'sweep' needs lists 'domains', 'methods', 'seeds' (and 'grid')") from None
 
 
-def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None = None) -> lib.Report:
+def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None = None,
+        work: Path | None = None) -> lib.Report:
+    """Select, aggregate and write the four files. `work`: the work folder the runs were trained from, which
+    adds the learning check (`learning`: did each selected run fit its source domains?)."""
     if cfg.decimals < 0:
         raise UserError(f"report.decimals must be >= 0, got {cfg.decimals}")
     if out.exists() and not out.is_dir():
@@ -53,8 +57,15 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None =
         bad = len(runs) - sum(r.status == "complete" for r in runs)
         raise UserError(f"no complete runs among {len(runs)} found ({bad} incomplete or failed); "
                         f"see e.g. {runs[0].path}: {runs[0].reason}")
-    write_text(out / "results.md", lib.render_markdown(result, cfg.title, cfg.decimals))
+    extra: list[str] = []
+    metrics = lib.metrics_dict(result)
+    if work is not None:
+        teacher = learning.read_teacher_val(work)
+        checks = learning.check(result, teacher)
+        extra = learning.render(checks, teacher, cfg.decimals)
+        metrics["learning_check"] = learning.summary(checks)
+    write_text(out / "results.md", lib.render_markdown(result, cfg.title, cfg.decimals, extra))
     write_text(out / "results.csv", lib.render_csv(result))
     write_bytes(out / "results.png", lib.render_png(result))
-    write_json(out / "metrics.json", lib.metrics_dict(result))
+    write_json(out / "metrics.json", metrics)
     return result

@@ -49,6 +49,7 @@ class Run:
     hparams: dict = field(default_factory=dict)
     epochs: tuple[dict, ...] = ()
     epochs_problem: str = ""
+    selected_epoch: int | None = None
 
     @property
     def hparams_key(self) -> str:
@@ -198,9 +199,11 @@ def load_run(path: str | Path) -> Run:
         problem = "no epochs.csv"
     except (OSError, UnicodeDecodeError, ValueError, csv.Error) as e:
         problem = f"epochs.csv unreadable: {e}"
+    selected = metrics.get("selected_epoch")
     return Run(path, "complete", method=str(metrics["method"]), target=str(metrics["target_domain"]),
                seed=seed, source_val_acc=source_val, target_acc=target, teacher_target_acc=teacher,
-               hparams=_hparams(metrics), epochs=epochs, epochs_problem=problem)
+               hparams=_hparams(metrics), epochs=epochs, epochs_problem=problem,
+               selected_epoch=selected if isinstance(selected, int) and not isinstance(selected, bool) else None)
 
 
 # ------------------------------------------------------------------------------------- select, aggregate
@@ -257,6 +260,73 @@ def build_report(runs: Sequence[Run], methods: Sequence[str] = (), teacher_row: 
     return Report(domains, rows, selections, list(runs), notes)
 
 
+# -------------------------------------------------------------------------------------- vs the baseline
+BASELINE = "erm"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One method's average against the baseline's: a difference only when it exceeds both stds."""
+
+    method: str
+    mean: float
+    std: float | None
+    baseline_mean: float
+    baseline_std: float | None
+
+    @property
+    def diff(self) -> float:
+        return self.mean - self.baseline_mean
+
+    @property
+    def verdict(self) -> str:
+        """'better' / 'worse' when |difference| exceeds both methods' std over seeds, 'tie' when it does not,
+        'unknown' without a std (one seed: no spread was measured, so nothing can be called)."""
+        if self.std is None or self.baseline_std is None:
+            return "unknown"
+        if abs(self.diff) > self.std and abs(self.diff) > self.baseline_std:
+            return "better" if self.diff > 0 else "worse"
+        return "tie"
+
+
+def compare(report: Report, baseline: str = BASELINE) -> list[Comparison]:
+    """Every method row's average against `baseline`'s (none when the baseline has no average)."""
+    base = report.rows.get(baseline, {}).get(AVG)
+    if base is None or not base.n:
+        return []
+    out = []
+    for name, row in report.rows.items():
+        cell = row.get(AVG)
+        if name in (TEACHER, baseline) or cell is None or not cell.n:
+            continue
+        out.append(Comparison(name, cell.mean, cell.std, base.mean, base.std))
+    return out
+
+
+def comparison_lines(comparisons: Sequence[Comparison], decimals: int = 1, baseline: str = BASELINE) -> list[str]:
+    """results.md's verdicts: a method differs from the baseline only when the difference of the averages
+    exceeds both methods' std over seeds; everything else is called a tie."""
+    if not comparisons:
+        return []
+
+    def cell(mean: float, std: float | None) -> str:
+        return f"{mean:.{decimals}f}" + (f" ± {std:.{decimals}f}" if std is not None else "")
+
+    lines = [f"## Compared with {baseline.upper()}", "",
+             f"A method differs from {baseline.upper()} only when the difference of the averages ({AVG}) exceeds "
+             "both methods' std over seeds; otherwise it is a tie (the seeds' spread covers it).", ""]
+    for c in comparisons:
+        d = f"{c.diff:+.{decimals}f} points ({cell(c.mean, c.std)} vs {cell(c.baseline_mean, c.baseline_std)})"
+        if c.verdict == "unknown":
+            text = f"{d}: cannot tell, a single seed measures no spread"
+        elif c.verdict == "tie":
+            text = f"{d}: **tie**, the difference does not exceed both stds"
+        else:
+            text = f"{d}: **{c.verdict}**, the difference exceeds both stds"
+        lines.append(f"- {c.method} vs {baseline}: {text}.")
+    return lines + [""]
+
+
 # ---------------------------------------------------------------------------------------------- render
 def format_cell(cell: Cell | None, decimals: int = 1, max_n: int = 0) -> str:
     if cell is None or not cell.n:
@@ -283,7 +353,8 @@ def _label(run: Run, varying: set[str]) -> str:
     return ", ".join(f"{k}={run.hparams[k]}" for k in keys if k in run.hparams)
 
 
-def render_markdown(report: Report, title: str, decimals: int = 1) -> str:
+def render_markdown(report: Report, title: str, decimals: int = 1, extra: Sequence[str] = ()) -> str:
+    """The whole results.md; `extra`: lines of further sections (the learning check) after the verdicts."""
     counts = {s: sum(r.status == s for r in report.runs) for s in ("complete", "incomplete", "failed")}
     seeds = sorted({seed for (_, _, seed) in report.selections})
     out = [f"# {title}", "", markdown_table(report, decimals),
@@ -294,6 +365,8 @@ def render_markdown(report: Report, title: str, decimals: int = 1) -> str:
            "out), then mean ± std over seeds. The teacher row is the CLIP teacher's zero-shot accuracy.", "",
            f"Runs: {counts['complete']} complete, {counts['incomplete']} incomplete, {counts['failed']} failed.",
            ""]
+    out += comparison_lines(compare(report), decimals)
+    out += list(extra)
     if report.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     out += ["## Incomplete or failed runs (not averaged)", ""]
@@ -339,6 +412,9 @@ def metrics_dict(report: Report) -> dict:
         key = "teacher_zero_shot" if name == TEACHER else name
         out[key] = {("avg" if c == AVG else c): round(cell.mean, 4) for c, cell in row.items() if cell.n}
     out["n_runs"] = {s: sum(r.status == s for r in report.runs) for s in ("complete", "incomplete", "failed")}
+    comparisons = compare(report)
+    if comparisons:
+        out[f"vs_{BASELINE}"] = {c.method: {"diff": round(c.diff, 4), "verdict": c.verdict} for c in comparisons}
     return out
 
 
@@ -354,7 +430,15 @@ def _mean_curve(runs: Sequence[Run], column: str) -> tuple[list[float], list[flo
 
 
 def render_png(report: Report) -> bytes:
-    """Per-domain bars for every row, then one panel of training curves per method (mean over seeds)."""
+    """results.png: `figure(report)` as PNG bytes."""
+    buf = io.BytesIO()
+    figure(report).savefig(buf, format="png", dpi=100, metadata={"Software": None})  # no version stamp: stable bytes
+    return buf.getvalue()
+
+
+def figure(report: Report):
+    """Per-domain bars for every row, with error bars of ± the std over seeds (none for one seed or the
+    teacher), then one panel of training curves per method (mean over seeds)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg is used for PNG
 
     methods = [m for m in report.rows if m != TEACHER]
@@ -372,7 +456,7 @@ def render_png(report: Report) -> bytes:
         bars.bar(xs, means, width, yerr=errs if any(errs) else None, capsize=2, label=name)
     bars.set_xticks(range(len(columns)), columns)
     bars.set_ylabel("target accuracy (%)")
-    bars.set_title("Held-out domain accuracy (selected by source validation)")
+    bars.set_title("Held-out domain accuracy (selected by source validation; error bars: ± std over seeds)")
     bars.legend(fontsize="small", ncols=min(4, max(1, len(report.rows))))
     colors = {d: f"C{i % 10}" for i, d in enumerate(report.domains)}
     for k, method in enumerate(methods):
@@ -389,6 +473,4 @@ def render_png(report: Report) -> bytes:
         ax.set_ylabel("%")
         if ax.lines:
             ax.legend(fontsize="x-small")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})  # no version stamp: stable bytes
-    return buf.getvalue()
+    return fig
