@@ -33,7 +33,7 @@ def report(runs, out, params_path, sweep_only, **options):
     if sweep_only:
         if "sweep" not in params:
             raise UserError("--sweep-only needs --params with a 'sweep' section")
-        only = sweep_run_names(params["sweep"])
+        only = sweep_run_names(params["sweep"], params.get("extra_teachers"))
     result = run(cfg, list(runs), out, only)
     click.echo(markdown_table(result, cfg.decimals), nl=False)
     bad = sum(r.status != "complete" for r in result.runs)

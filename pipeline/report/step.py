@@ -25,13 +25,15 @@ class ReportConfig:
     teacher_row: bool = field(True, "Add the teacher's zero-shot accuracy as a reference row.")
 
 
-def sweep_run_names(sweep: dict) -> set[str]:
+def sweep_run_names(sweep: dict, extra_teachers=None) -> set[str]:
     """Run folders of the current sweep, as `<group>/<member>`: dvc.yaml's distill matrix runs one group per
     (held-out domain, seed), in `data/runs/<domain>-<seed>` (DVC joins the matrix item keys with '-'), and a
-    group writes each member to `<method>-cfg<i>` (i: the index of its grid entry)."""
+    group writes each member to `<method>-cfg<i>` (i: the index of its grid entry). With extra teachers
+    (params.yaml `extra_teachers`), the groups also train rise-mix."""
     try:
         grid = sweep.get("grid") or [{}]
-        return {f"{d}-{s}/{m}-cfg{i}" for d in sweep["domains"] for m in sweep["methods"]
+        methods = list(sweep["methods"]) + (["rise-mix"] if extra_teachers and "rise-mix" not in sweep["methods"] else [])
+        return {f"{d}-{s}/{m}-cfg{i}" for d in sweep["domains"] for m in methods
                 for s in sweep["seeds"] for i in range(len(grid))}
     except (KeyError, TypeError):
         raise UserError("params section 'sweep' needs lists 'domains', 'methods', 'seeds' (and 'grid')") from None
