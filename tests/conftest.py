@@ -65,6 +65,19 @@ def run_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None,
     return Result(r.returncode, r.stdout, r.stderr)
 
 
+@contextlib.contextmanager
+def _logging_kept(*names: str):
+    """These loggers (handlers, level, propagate) as they were, afterwards ("" is the root logger)."""
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            lg.handlers[:], lg.propagate = handlers, propagate
+            lg.setLevel(level)
+
+
 def _in_process(args: list[str]) -> Result:
     """`stages.cli.main(args)` with what a separate process would print captured here: stdout, stderr (our
     loggers, other libraries' warnings through logging's last resort, Python warnings under the interpreter's
@@ -73,35 +86,37 @@ def _in_process(args: list[str]) -> Result:
     from stages.cli import main
 
     streams = [io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="", write_through=True) for _ in "oe"]
-    loggers = [logging.getLogger(n) for n in ("", *_CLI_LOGGERS)]
-    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
     code = 0
-    try:
-        with contextlib.redirect_stdout(streams[0]), contextlib.redirect_stderr(streams[1]), \
-                warnings.catch_warnings(record=True) as caught:
-            loggers[0].handlers[:] = []  # no handler (pytest's are set aside): logging.lastResort, as in a process
-            warnings.resetwarnings()
-            for category in _IGNORED_BY_DEFAULT:
-                warnings.simplefilter("ignore", category)
-            try:
-                main(args)
-            except SystemExit as e:
-                if e.code is None or isinstance(e.code, int):
-                    code = e.code or 0
-                else:
-                    print(e.code, file=sys.stderr)
-                    code = 1
-            except Exception:  # noqa: BLE001 - reported as the interpreter would, for the test to assert on
-                traceback.print_exc()
+    with _logging_kept("", *_CLI_LOGGERS), warnings.catch_warnings(record=True) as caught, \
+            contextlib.redirect_stdout(streams[0]), contextlib.redirect_stderr(streams[1]):
+        logging.getLogger().handlers[:] = []  # pytest's set aside: other loggers reach logging.lastResort
+        warnings.resetwarnings()
+        for category in _IGNORED_BY_DEFAULT:
+            warnings.simplefilter("ignore", category)
+        try:
+            main(args)
+        except SystemExit as e:
+            if e.code is None or isinstance(e.code, int):
+                code = e.code or 0
+            else:
+                print(e.code, file=sys.stderr)
                 code = 1
-            for w in caught:
-                sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
-    finally:
-        for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
-            lg.handlers[:], lg.propagate = handlers, propagate
-            lg.setLevel(level)
+        except Exception:  # noqa: BLE001 - reported as the interpreter would, for the test to assert on
+            traceback.print_exc()
+            code = 1
+        for w in caught:
+            sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
     out, err = (s.buffer.getvalue().decode("utf-8") for s in streams)
     return Result(code, out, err)
+
+
+@pytest.fixture(autouse=True)
+def _logging_per_test():
+    """Each test leaves the CLI's loggers as it found them, so no test depends on which ran before it: once
+    stages.cli's group has configured them (click's CliRunner does), library messages reach stderr, which
+    they do not otherwise. The root logger is pytest's to manage, per test phase."""
+    with _logging_kept(*_CLI_LOGGERS):
+        yield
 
 
 @pytest.fixture(scope="session")

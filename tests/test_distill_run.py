@@ -176,14 +176,14 @@ def test_held_out_domain_is_never_an_anchor(work, three_epochs, tmp_path):
             break
 
 
-def test_restart_stale_discards_checkpoints_of_another_config(work, tmp_path, capsys):
+def test_restart_stale_discards_checkpoints_of_another_config(work, tmp_path, caplog):
     out = tmp_path / "run"
     run(_cfg(epochs=1), work, out)
     old = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     (out / "checkpoints" / "notes.pt").write_bytes(b"not ours")  # a file this tool did not write stays
-    capsys.readouterr()
+    caplog.clear()
     m = run(_cfg(epochs=1, lr=0.01), work, out, restart_stale=True)
-    assert "checkpoints from another config or store removed; training from scratch" in capsys.readouterr().err
+    assert "checkpoints from another config or store removed; training from scratch" in caplog.text
     new = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert m["config"]["lr"] == new["config"]["lr"] == 0.01 and new["epochs_done"] == 1
     assert not all(torch.equal(old["model"][k], new["model"][k]) for k in old["model"])
