@@ -236,7 +236,7 @@ def _assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> None:
 
 @pytest.mark.parametrize("args, needles", [
     (["--target-domain", "clipart"], ["unknown target domain 'clipart'", "cartoon, photo, sketch"]),
-    (["--target-domain", TARGET, "--method", "mixup"], ["'mixup' is not one of", "'rise', 'erm', 'kd', 'rise-abs', 'rise-rel'"]),
+    (["--target-domain", TARGET, "--method", "mixup"], ["--method: unknown method 'mixup'", "valid: rise, erm, kd, rise-abs, rise-rel"]),
     (["--target-domain", TARGET, "--student", "resnet181"], ["unknown student 'resnet181'", "resnet18"]),
     (["--target-domain", TARGET, "--w-kd", "nan"], ["w_kd must be a finite number >= 0"]),
     (["--target-domain", TARGET, "--w-dist", "-1"], ["w_dist must be a finite number >= 0"]),
