@@ -21,7 +21,7 @@ COMMANDS = {
     "world": ("stages.world", "world", "Generate the demo world (embedded default dataset)."),
     "pretrain-teacher": ("stages.teacher", "pretrain_teacher", "Pretrain the demo world's small CLIP teacher."),
     "preset": ("stages.preset", "preset", "Switch params.yaml to a real dataset's RISE preset."),
-    "sweep": ("stages.sweep", "sweep", "Queue or run a named hyper-parameter grid as a DVC experiment."),
+    "sweep": ("stages.sweep", "sweep", "Run the sweep's distill groups on dask (run), or a named grid with DVC (grid)."),
 }
 
 
