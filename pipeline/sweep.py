@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .config import load_section, to_dict
 from .distill.config import DistillConfig, result_differences
-from .distill.group import GroupMember, members, parse_grid, parse_methods
+from .distill.group import GroupMember, members, sweep_members
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,8 @@ def plan(params: dict, root: str | Path) -> Plan:
     for name in ("domains", "seeds"):
         if not isinstance(sweep.get(name), list) or not sweep[name]:
             raise UserError(f"sweep.{name} must be a non-empty list")
-    methods = parse_methods(sweep.get("methods"), "sweep.methods") if sweep.get("methods") is not None \
-        else parse_methods([], "sweep.methods")
-    grid = parse_grid(sweep.get("grid") or [{}])
+    # The same members as `distill --sweep`: methods x grid, plus rise-mix over the extra teachers if any.
+    methods, grid, teachers = sweep_members(sweep, params.get("extra_teachers"))
     work = (root / work).resolve()
     runs = root / RUNS
     groups = []
@@ -91,7 +90,8 @@ def plan(params: dict, root: str | Path) -> Plan:
         for seed in sweep["seeds"]:
             # The same resolution as the distill command: its section, then --target-domain/--seed, method 1.
             base = load_section(DistillConfig, params, "distill",
-                                {"target_domain": str(domain), "seed": seed, "method": methods[0]})
+                                {"target_domain": str(domain), "seed": seed, "method": methods[0],
+                                 "teachers": teachers if len(teachers) > 1 else None})
             key = f"{domain}-{seed}"
             groups.append(Group(key, base, tuple(methods), tuple(grid), work, runs / key))
     keys = [g.key for g in groups]
@@ -103,12 +103,13 @@ def plan(params: dict, root: str | Path) -> Plan:
 # --- states ---------------------------------------------------------------------------------------------
 
 
-def open_store(work: Path):
-    """(the store, None), or (None, why) when it cannot be opened here."""
-    from .store import verify_store
+def open_store(work: Path, teachers=("default",)):
+    """({store name: store} for the default store and `teachers`, None), or (None, why) when one cannot be
+    opened here."""
+    from .store import DEFAULT_STORE, verify_store
 
     try:
-        return verify_store(work), None
+        return {name: verify_store(work, name) for name in dict.fromkeys([DEFAULT_STORE, *teachers])}, None
     except (UserError, OSError) as e:
         return None, str(e).splitlines()[0] if str(e) else type(e).__name__
 
@@ -194,7 +195,7 @@ def run_group_task(group: Group, where: str | None = None) -> Outcome:
         check_inputs(group, where)
         from .distill.step import run_group
 
-        store, why = open_store(group.work)
+        store, why = open_store(group.work, group.base.teachers)
         if store is None:
             raise UserError(why)
         states = group_states(group, store)
@@ -230,7 +231,7 @@ def _failed(group: Group, error: BaseException, where: str, seconds: float, befo
     else:
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         text = f"{type(error).__name__}: {first}" if first else type(error).__name__
-    store, _ = open_store(group.work)
+    store, _ = open_store(group.work, group.base.teachers)
     return Outcome(group.key, _after_failure(group, store, before), seconds, where, text)
 
 
@@ -318,7 +319,7 @@ def run_sweep(plan: Plan, workers: int | None = None, scheduler: str | None = No
     if retries < 0:
         raise UserError(f"--retries must be >= 0, got {retries}")
     plan.runs.mkdir(parents=True, exist_ok=True)
-    store, _ = open_store(plan.work)
+    store, _ = open_store(plan.work, plan.groups[0].base.teachers if plan.groups else ())
     before = {g.key: {n: s == "complete" for n, s in group_states(g, store).items()} for g in plan.groups}
     del store
     if workers is None and not scheduler:

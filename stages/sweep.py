@@ -77,7 +77,7 @@ def _shown(path: Path) -> str:
 def _dry_run(plan) -> None:
     from pipeline.sweep import group_states, open_store
 
-    store, why = open_store(plan.work)
+    store, why = open_store(plan.work, plan.groups[0].base.teachers if plan.groups else ())
     if store is None:
         click.echo(f"note: the store cannot be opened here ({why}); complete members show as to run")
     counts = {"complete": 0, "partial": 0, "to run": 0}

@@ -19,13 +19,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_helpers import run_cli
 from distributed import Client, LocalCluster, WorkerPlugin
 
 import pipeline.sweep as sweep_module
 from pipeline.sweep import local_cluster, plan, run_sweep
 from tests.distill_fixtures import shared_work
 from tests.dvc_fixtures import ROOT, make_repo, repro, run
+
+
+def _inproc(cli, argv) -> tuple[int, str, str]:
+    """`rise-pipeline ARGV` in this process through the shared harness: (exit code, stdout, stderr)."""
+    r = cli(*argv, in_process=True)
+    return r.code, r.out, r.err
 
 MEMBERS = {"cartoon-0/erm-cfg0", "cartoon-0/rise-cfg0", "photo-0/erm-cfg0", "photo-0/rise-cfg0"}
 
@@ -94,10 +99,10 @@ def reference(work, tmp_path_factory):
     return folder, _results(folder)
 
 
-def test_in_process_rerun_skips_complete_members_and_reports(reference, capsys):
+def test_in_process_rerun_skips_complete_members_and_reports(reference, capsys, cli):
     folder, results = reference
     assert set(results) == MEMBERS
-    code, out, _ = run_cli(["sweep", "run", "--params", str(folder / "params.yaml")], capsys)
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(folder / "params.yaml")])
     assert code == 0, out
     assert _lines(out, "cartoon-0: ") == [_lines(out, "cartoon-0: ")[0]]
     assert "cartoon-0: 0 done, 2 skipped in " in out and out.count(" s in-process\n") == 2
@@ -111,9 +116,9 @@ def test_in_process_rerun_skips_complete_members_and_reports(reference, capsys):
 
 
 @pytest.mark.slow
-def test_local_cluster_of_worker_processes_gives_the_in_process_results(reference, work, tmp_path, capsys):
+def test_local_cluster_of_worker_processes_gives_the_in_process_results(reference, work, tmp_path, capsys, cli):
     params = _project(tmp_path, _params(work))
-    code, out, err = run_cli(["sweep", "run", "--params", str(params), "--workers", "2"], capsys)
+    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params), "--workers", "2"])
     assert code == 0, out + err
     for key in ("cartoon-0", "photo-0"):
         [line] = _lines(out, f"{key}: ")
@@ -174,7 +179,7 @@ def _kill_when_blocked(folder: Path, timeout: float = 240) -> None:
 
 
 @pytest.mark.slow
-def test_a_group_whose_worker_is_killed_is_rerun_and_resumes(reference, work, tmp_path, capsys):
+def test_a_group_whose_worker_is_killed_is_rerun_and_resumes(reference, work, tmp_path, capsys, cli):
     params = _project(tmp_path / "project", _params(work))
     flags = tmp_path / "flags"
     flags.mkdir()
@@ -183,8 +188,8 @@ def test_a_group_whose_worker_is_killed_is_rerun_and_resumes(reference, work, tm
         client.register_plugin(BlockOnce(str(flags)))
         killer = threading.Thread(target=_kill_when_blocked, args=(flags,), daemon=True)
         killer.start()
-        code, out, err = run_cli(["sweep", "run", "--params", str(params), "--scheduler",
-                                  cluster.scheduler_address], capsys)
+        code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params), "--scheduler",
+                                  cluster.scheduler_address])
         killer.join(timeout=5)
     assert (flags / "killed").exists(), out + err
     assert code == 0, out + err
@@ -199,13 +204,13 @@ def test_a_group_whose_worker_is_killed_is_rerun_and_resumes(reference, work, tm
     assert line.startswith(f"{domain}-0: 2 done (2 resumed), 0 skipped in "), line
 
 
-def test_dry_run_lists_every_member_with_its_state(reference, work, tmp_path, capsys):
+def test_dry_run_lists_every_member_with_its_state(reference, work, tmp_path, capsys, cli):
     folder = tmp_path / "p"
     shutil.copytree(reference[0] / "data/runs", folder / "data/runs")
     (folder / "data/runs/photo-0/rise-cfg0/metrics.json").unlink()  # killed in its last epoch: has last.pt
     params = _project(folder, _params(work, grid=[{}, {"w_dist": 2.0}]))
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
-    code, out, _ = run_cli(["sweep", "run", "--params", str(params), "--dry-run"], capsys)
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params), "--dry-run"])
     assert code == 0, out
     states = {}
     group = None
@@ -223,16 +228,16 @@ def test_dry_run_lists_every_member_with_its_state(reference, work, tmp_path, ca
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing trained or written
     # Another distill config: the complete runs and the checkpoints are stale.
     _project(folder, _params(work) | {"distill": {**_params(work)["distill"], "lr": 0.05}})
-    code, out, _ = run_cli(["sweep", "run", "--params", str(params), "--dry-run"], capsys)
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params), "--dry-run"])
     assert "complete" not in out.split("dry run:")[0]
     assert "  rise-cfg0  to run (checkpoints of another config: discarded)" in out
 
 
-def test_one_failed_group_never_hides_the_others(reference, work, tmp_path, capsys):
+def test_one_failed_group_never_hides_the_others(reference, work, tmp_path, capsys, cli):
     folder = tmp_path / "p"
     shutil.copytree(reference[0] / "data/runs", folder / "data/runs")
     params = _project(folder, _params(work, domains=["cartoon", "nowhere", "photo"]))
-    code, out, _ = run_cli(["sweep", "run", "--params", str(params)], capsys)
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params)])
     assert code == 1
     [line] = _lines(out, "nowhere-0: ")
     assert line.startswith("nowhere-0: FAILED after ") and "2 failed" in line and "'nowhere'" in line
@@ -240,10 +245,10 @@ def test_one_failed_group_never_hides_the_others(reference, work, tmp_path, caps
     assert out.rstrip().splitlines()[-1] == "sweep: 0 done, 4 skipped, 2 failed"
 
 
-def test_a_store_the_worker_cannot_read_fails_each_group_with_one_line(work, tmp_path, capsys):
+def test_a_store_the_worker_cannot_read_fails_each_group_with_one_line(work, tmp_path, capsys, cli):
     missing = tmp_path / "elsewhere" / "work"
     params = _project(tmp_path / "p", _params(missing))
-    code, out, err = run_cli(["sweep", "run", "--params", str(params)], capsys)
+    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params)])
     assert code == 1 and "Traceback" not in out + err
     for key in ("cartoon-0", "photo-0"):
         [line] = _lines(out, f"{key}: ")
@@ -259,10 +264,10 @@ def test_a_store_the_worker_cannot_read_fails_each_group_with_one_line(work, tmp
     (["--scheduler", "no-port"], "cannot reach dask scheduler no-port: "),
     (["--workers", "0"], "--workers must be >= 1"),
 ])
-def test_cluster_options_errors_are_one_line(args, message, work, tmp_path, capsys, monkeypatch):
+def test_cluster_options_errors_are_one_line(args, message, work, tmp_path, capsys, cli, monkeypatch):
     monkeypatch.setattr(sweep_module, "CONNECT_TIMEOUT", "1s")
     params = _project(tmp_path, _params(work))
-    code, out, err = run_cli(["sweep", "run", "--params", str(params), *args], capsys)
+    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params), *args])
     assert code == 2 and out == ""
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
@@ -281,12 +286,12 @@ def test_gpu_workers_see_one_device_each_and_declare_it(tmp_path):
         assert client.submit(lambda: 1, resources={"GPU": 1}).result() == 1
 
 
-def test_sweep_grid_and_the_short_form_are_the_same_command(capsys):
-    results = [run_cli(["sweep", *args], capsys) for args in
+def test_sweep_grid_and_the_short_form_are_the_same_command(capsys, cli):
+    results = [_inproc(cli, ["sweep", *args]) for args in
                (["grid", "pacs", "--dry-run"], ["pacs", "--dry-run"], ["--dry-run", "pacs"])]
     assert results[0][0] == 0 and results[0][1].startswith("dvc exp run -n sweep-pacs -S 'sweep.grid=[")
     assert results[0][:2] == results[1][:2] == results[2][:2]
-    code, _, err = run_cli(["sweep", "nosuch"], capsys)
+    code, _, err = _inproc(cli, ["sweep", "nosuch"])
     assert code == 2 and err.count("\n") == 1
 
 
