@@ -49,6 +49,9 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None =
         # Runs of an earlier sweep may still sit in data/runs (DVC never deletes a dropped matrix entry's
         # output); they must not compete in the selection.
         found = [p for p in found if "/".join(Path(p).parts[-2:]) in only]
+        if not found:
+            raise UserError(f"none of the current sweep's runs ({len(only)} expected, e.g. {sorted(only)[0]}) is "
+                            f"under {', '.join(map(str, paths))}; run `dvc repro` or `rise-pipeline sweep run` first")
     runs = [lib.load_run(p) for p in found]
     result = lib.build_report(runs, methods=cfg.methods, teacher_row=cfg.teacher_row)
     if not result.rows:
