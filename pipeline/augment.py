@@ -21,6 +21,7 @@ import torchvision.transforms.functional as F
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from .images import only_our_pixel_limit
 from .seeding import seeded_rng
 
 # Column layout of the stored parameter rows (float32), documented in docs/contracts.md (the teacher store).
@@ -127,10 +128,12 @@ def sample_view(rng: np.random.Generator, width: int, height: int, cfg: AugmentC
 
 def apply_view(img: Image.Image, p: ViewParams, size: int | tuple[int, int]) -> Image.Image:
     """Render view `p` of an upright RGB image at `size` (int -> square). No normalisation here:
-    each model applies its own mean/std afterwards."""
+    each model applies its own mean/std afterwards. `img` comes from `images.decode_rgb`, which held it to
+    `max_pixels`; PIL's own limit, which it also applies to crop boxes, does not refuse the crop."""
     out_size = [size, size] if isinstance(size, int) else list(size)
-    out = F.resized_crop(img, p.top, p.left, p.height, p.width, out_size,
-                         interpolation=InterpolationMode.BILINEAR, antialias=True)
+    with only_our_pixel_limit():
+        out = F.resized_crop(img, p.top, p.left, p.height, p.width, out_size,
+                             interpolation=InterpolationMode.BILINEAR, antialias=True)
     if p.flip:
         out = F.hflip(out)
     for op in p.order:

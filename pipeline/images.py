@@ -9,6 +9,9 @@ teacher and the student so that replayed crop boxes land on the same pixels.
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
@@ -18,19 +21,50 @@ from .errors import BadSample
 if TYPE_CHECKING:
     import torch
 
-# Default pixel limit above which an image is treated as a decompression bomb (PIL's default is ~89M).
-# The shard step's `max_pixels` setting overrides it and is recorded in the shard index, so embed and
-# distill decode with the same limit the shard step kept images under.
+# Default pixel limit above which an image is treated as a decompression bomb. The shard step's `max_pixels`
+# setting overrides it and is recorded in the shard index, so embed and distill decode with the same limit
+# the shard step kept images under. It is the only limit: PIL's own is lifted while we decode (below).
 MAX_PIXELS = 100_000_000
 # Real image formats (as PIL names them) -> the extension a shard sample stores them under.
 IMAGE_EXTS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "GIF": "gif",
               "TIFF": "tiff"}
 
 
-def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode encoded image bytes to an upright RGB image; raise BadSample when impossible."""
+_lift_lock = threading.Lock()
+_lifted = 0  # how many `only_our_pixel_limit` blocks are running, in all threads
+_pil_limit: int | None = None  # PIL's value before the first of them
+
+
+@contextmanager
+def only_our_pixel_limit() -> Iterator[None]:
+    """Lift PIL's own decompression-bomb limit for the duration, so that `max_pixels` is the only limit.
+
+    PIL compares image sizes with one global, `PIL.Image.MAX_IMAGE_PIXELS` (~89M: a warning above it, an
+    error above twice that), when it opens an image and again when some formats load or when an image is
+    cropped; there is no per-call setting. Inside this block that global is None. Use it only around code that
+    checks `width * height <= max_pixels` from the header (`Image.open` reads no more) before decoding,
+    or that works on an image decoded so. The global goes back to its value when the last block in any
+    thread ends; other code sees PIL's limit lifted only while one of these blocks runs."""
+    global _lifted, _pil_limit
+    with _lift_lock:
+        if _lifted == 0:
+            _pil_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _lifted += 1
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        yield
+    finally:
+        with _lift_lock:
+            _lifted -= 1
+            if _lifted == 0:
+                Image.MAX_IMAGE_PIXELS = _pil_limit
+
+
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode encoded image bytes to an upright RGB image; raise BadSample when impossible. More than
+    `max_pixels` pixels (from the header, before decoding) is a `decompression_bomb`, whatever PIL's limit."""
+    try:
+        with only_our_pixel_limit(), Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > max_pixels:
                 raise BadSample("decompression_bomb", f"{im.width}x{im.height} pixels")
             im = ImageOps.exif_transpose(im)

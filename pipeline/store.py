@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,21 @@ from .io import atomic_path
 
 SCHEMA_VERSION = 2  # 2: anchors tagged with the domain they name; raw per-template text features
 STORE_NAME = "embeddings.h5"
+DEFAULT_STORE = "default"
+_STORE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+TEACHERS_DIR = "teachers"
+
+
+def store_file(name: str = DEFAULT_STORE, stem: str = "embeddings", suffix: str = ".h5") -> str:
+    """A teacher store's file, relative to WORK: `default` -> embeddings.h5, `NAME` ->
+    teachers/embeddings-NAME.h5 (the same rule names its teacher report, audit and config:
+    teachers/teacher_report-NAME.json, ...). Several stores built from the same shards hold several
+    teachers' embeddings (rise-mix); the extra ones share one folder, which distill depends on as a whole."""
+    if not _STORE_ID.fullmatch(name):
+        raise UserError(f"store name {name!r}: use letters, digits, '-' and '_' (e.g. rn101)")
+    return f"{stem}{suffix}" if name == DEFAULT_STORE else f"{TEACHERS_DIR}/{stem}-{name}{suffix}"
 SPLITS = ("train", "val")
 _STR = h5py.string_dtype("utf-8")
 REQUIRED = (
@@ -234,11 +250,11 @@ def zero_shot_hits(reader: StoreReader, rows=None, block: int = 65536) -> np.nda
     return hits
 
 
-def verify_store(work: str | os.PathLike) -> StoreReader:
-    """Open WORK/embeddings.h5 and check that it was made from the shards now in WORK/shards."""
+def verify_store(work: str | os.PathLike, name: str = DEFAULT_STORE) -> StoreReader:
+    """Open the store `name` in WORK (`store_file`) and check that it was made from the shards now in WORK/shards."""
     from .shards import shard_set_checksum
 
-    reader = StoreReader(Path(work) / STORE_NAME)
+    reader = StoreReader(Path(work) / store_file(name))
     current = shard_set_checksum(work)
     stored = reader.attrs.get("shard_set_sha256")
     if stored != current:

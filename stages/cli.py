@@ -23,7 +23,7 @@ COMMANDS = {
     "pretrain-student": ("stages.student", "pretrain_student",
                          "Pretrain the demo student's backbone (its stand-in for ImageNet weights)."),
     "preset": ("stages.preset", "preset", "Switch params.yaml to a real dataset's RISE preset."),
-    "sweep": ("stages.sweep", "sweep", "Queue or run a named hyper-parameter grid as a DVC experiment."),
+    "sweep": ("stages.sweep", "sweep", "Run the sweep's distill groups on dask (run), or a named grid with DVC (grid)."),
 }
 
 

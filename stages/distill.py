@@ -50,12 +50,16 @@ def distill(work, out, params_path, grid, from_sweep, max_members, restart_stale
             raise UserError("--sweep needs --params with a 'sweep' section (methods, grid)")
         if methods_flag is not None or grid is not None:
             raise UserError("--sweep takes the methods and grid from --params; drop --method / --grid")
-        methods_flag, grid = sweep.get("methods"), sweep.get("grid") or [{}]
+        from pipeline.distill.group import sweep_members
+
+        methods_flag, grid_list, teachers = sweep_members(sweep, params.get("extra_teachers"))
+        options["teachers"] = teachers if len(teachers) > 1 else options.get("teachers")
     # A list of methods comes from --method or the sweep; a single one may also come from params.yaml, where
     # load_section checks it like any other key.
     methods = parse_methods(methods_flag, "--method" if not from_sweep else "sweep.methods") \
         if methods_flag is not None else None
-    grid_list = parse_grid(grid) if grid is not None else None
+    if not from_sweep:
+        grid_list = parse_grid(grid) if grid is not None else None
     base = load_section(DistillConfig, params, "distill",
                         {**overrides_for(DistillConfig, options), "method": methods[0] if methods else None})
     methods = methods or [base.method]

@@ -37,7 +37,7 @@ def report(runs, out, params_path, sweep_only, work, **options):
     if sweep_only:
         if "sweep" not in params:
             raise UserError("--sweep-only needs --params with a 'sweep' section")
-        only = sweep_run_names(params["sweep"])
+        only = sweep_run_names(params["sweep"], params.get("extra_teachers"))
     result = run(cfg, list(runs), out, only, work)
     click.echo(markdown_table(result, cfg.decimals), nl=False)
     for line in comparison_lines(compare(result), cfg.decimals):

@@ -1,12 +1,12 @@
 """A tiny real work folder for distill tests: generated images -> real shards (pipeline.extract.shard_step) -> real teacher
-store (pipeline.extract.embed_step, RISE-micro-ViT with seeded random weights). Built once per session and per K
-(`shared_work`); tests that modify a work folder copy it first."""
+store (pipeline.extract.embed_step, RISE-micro-ViT with seeded random weights). Built once per test session
+and per K (`shared_work`, which tests reach as the `distill_work` fixture of tests/conftest.py); tests that
+modify a work folder copy it first."""
 
 from __future__ import annotations
 
-import atexit
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +48,32 @@ def make_work(tmp: Path, views: int) -> Path:
     return work
 
 
-_CACHE: dict[int, Path] = {}
+_BUILT: dict[int, Path] = {}
+_mktemp: Callable[[str], Path] | None = None  # the test session's tmp_path_factory.mktemp, while it runs
+
+
+def start_session(mktemp: Callable[[str], Path]) -> None:
+    """Build this session's folders with `mktemp(name)` (tests/conftest.py passes tmp_path_factory's)."""
+    global _mktemp
+    _mktemp = mktemp
+
+
+def end_session() -> None:
+    """Remove the folders built this session (tests/conftest.py, at the end of the session)."""
+    global _mktemp
+    for work in _BUILT.values():
+        shutil.rmtree(work.parent, ignore_errors=True)
+    _BUILT.clear()
+    _mktemp = None
 
 
 def shared_work(views: int) -> Path:
-    """One work folder per K for the whole test session (building it is the slow part)."""
-    if views not in _CACHE:
-        tmp = Path(tempfile.mkdtemp(prefix=f"distill_k{views}_"))
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        _CACHE[views] = make_work(tmp, views)
-    return _CACHE[views]
+    """One work folder per K for the whole test session (building it is the slow part). Import this module
+    as `tests.distill_fixtures` (the one tests/conftest.py sets up); outside a test session, call
+    `make_work(folder, views)`."""
+    if views not in _BUILT:
+        if _mktemp is None:
+            raise RuntimeError("shared_work() runs inside a pytest session set up by tests/conftest.py "
+                               "(import tests.distill_fixtures); elsewhere use make_work(folder, views)")
+        _BUILT[views] = make_work(_mktemp(f"distill_k{views}"), views)
+    return _BUILT[views]

@@ -87,7 +87,9 @@ def stage_command_module(cmd: str) -> str:
 
 
 def uncovered(stage: dict) -> list[str]:
-    """Files the stage's command imports that none of its deps covers (relative paths, sorted)."""
+    """Files the stage's command imports that none of its deps covers (relative paths, sorted). A `foreach`
+    stage is checked through its `do` template."""
+    stage = stage.get("do", stage)
     deps = [REPO / str(d) for d in stage.get("deps", []) if "${" not in str(d)]
     cmd = stage["cmd"] if isinstance(stage["cmd"], str) else " ".join(stage["cmd"])
     files = closure(stage_command_module(cmd))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -112,11 +110,6 @@ def all_files(root: Path) -> list[str]:
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p: (root / p).read_bytes() for p in all_files(root)}
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.cli", "extract", "--steps", "shard", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def tar_bytes(samples) -> bytes:

@@ -14,6 +14,7 @@ import inspect
 import io
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ import pipeline.extract.shard_step
 import pipeline.extract.writer
 import pipeline.images
 import pipeline.shards
+from pipeline.augment import ViewParams, apply_view
 from pipeline.distill.data import TRAIN, EvalItems, TrainItems, select_rows
 from pipeline.distill.loader import RowLocations, StoreImages
 from pipeline.errors import BadSample
@@ -124,3 +126,72 @@ def test_the_setting_still_limits():
     with pytest.raises(BadSample, match="decompression_bomb"):
         decode_rgb(buf.getvalue(), SETTING)
     assert decode_rgb(buf.getvalue(), TOO_BIG * TOO_BIG).size == (TOO_BIG, TOO_BIG)
+
+
+# --- PIL's own limit ----------------------------------------------------------------------------------------
+# PIL refuses images above twice PIL.Image.MAX_IMAGE_PIXELS (~179M pixels by default), at open, at load for
+# some formats, and for crop boxes. Lowered here to 1000 (refused above 2000), small images stand in for
+# images between ~179M pixels and a larger shard.max_pixels.
+
+PIL_LIMIT = 1000
+LIMIT = 5000          # shard.max_pixels
+BETWEEN, ABOVE = 60, 80  # 3600 pixels: above PIL's (lowered) limit, within ours; 6400: above ours
+
+
+def _encoded(side: int, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(side)
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "GIF", "WEBP", "BMP"])
+def test_max_pixels_is_the_only_limit(monkeypatch, fmt):
+    """The probe (shard step) and decode_rgb (embed, distill) keep an image between PIL's limit and
+    max_pixels, its views render, and both still refuse one above max_pixels. PIL's setting is left as it
+    was."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", PIL_LIMIT)
+    assert 2 * PIL_LIMIT < BETWEEN ** 2 <= LIMIT < ABOVE ** 2
+    between, above = _encoded(BETWEEN, fmt), _encoded(ABOVE, fmt)
+    with pytest.raises(Image.DecompressionBombError):  # PIL alone refuses it
+        Image.open(io.BytesIO(between))
+
+    info = pipeline.extract.probe.inspect_bytes(between, LIMIT)
+    assert (info["width"], info["height"]) == (BETWEEN, BETWEEN)
+    smaller, meta = pipeline.extract.probe.reencode(between, BETWEEN // 2, LIMIT)
+    assert (meta["width"], meta["height"]) == (BETWEEN // 2, BETWEEN // 2)
+    assert Image.open(io.BytesIO(smaller)).size == (BETWEEN // 2, BETWEEN // 2)
+    img = decode_rgb(between, LIMIT)
+    assert img.size == (BETWEEN, BETWEEN)
+    # a crop box above PIL's limit (PIL checks crops too; the whole image would be a plain copy)
+    view = ViewParams(top=1, left=1, height=BETWEEN - 2, width=BETWEEN - 1, flip=False, brightness=1.0,
+                      contrast=1.0, saturation=1.0, hue=0.0, order=(0, 1, 2, 3), grayscale=False)
+    assert view.height * view.width > 2 * PIL_LIMIT
+    assert apply_view(img, view, 16).size == (16, 16)
+
+    for step in (lambda d: pipeline.extract.probe.inspect_bytes(d, LIMIT),
+                 lambda d: pipeline.extract.probe.reencode(d, BETWEEN // 2, LIMIT),
+                 lambda d: decode_rgb(d, LIMIT)):
+        with pytest.raises(BadSample) as refused:
+            step(above)
+        assert refused.value.reason == "decompression_bomb"
+    assert Image.MAX_IMAGE_PIXELS == PIL_LIMIT
+
+
+def test_pils_limit_comes_back_after_concurrent_decodes(monkeypatch):
+    """Threads decoding at once all get our limit, and PIL's comes back once the last one is done."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", PIL_LIMIT)
+    data = [_encoded(BETWEEN, "PNG"), _encoded(ABOVE, "PNG")] * 32
+
+    def decode(d):
+        try:
+            return decode_rgb(d, LIMIT).size
+        except BadSample as e:
+            return e.reason
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(decode, data))
+    assert got == [(BETWEEN, BETWEEN), "decompression_bomb"] * 32
+    assert Image.MAX_IMAGE_PIXELS == PIL_LIMIT
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(data[0]))

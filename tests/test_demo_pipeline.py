@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from pipeline.io import sha256_file
@@ -26,6 +27,7 @@ def reduced_default() -> dict:
     return p
 
 
+@pytest.mark.slow
 def test_reduced_default_pipeline_end_to_end(tmp_path):
     repo = make_repo(tmp_path / "repo", reduced_default())
     ran, out = repro(repo)

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from pipeline.demo import student as demo_student
 from pipeline.demo import world
@@ -17,8 +18,6 @@ from pipeline.demo.student import StudentPretrainConfig
 from pipeline.distill.students import build_student
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
-from stages.cli import main
-from tests.cli_helpers import run_cli as _run
 
 # A short pretraining: 4 objects x 48 photos, 8 epochs.
 SHORT = """
@@ -39,10 +38,8 @@ def pretrained(tmp_path_factory):
     out = tmp_path_factory.mktemp("student")
     params = out / "params.yaml"
     params.write_text(SHORT)
-    with pytest.raises(SystemExit) as e:
-        main(["pretrain-student", "--out", str(out / "s"), "--params", str(params)])
-        raise SystemExit(0)
-    assert e.value.code == 0
+    r = run_cli("pretrain-student", "--out", out / "s", "--params", params, in_process=True)
+    assert r.code == 0, r.err
     return out / "s"
 
 
@@ -114,10 +111,10 @@ def test_same_seed_same_weights():
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_disabled_stage_leaves_a_placeholder(tmp_path, capsys):
+def test_disabled_stage_leaves_a_placeholder(tmp_path, cli):
     params = tmp_path / "params.yaml"
     params.write_text("student:\n  enabled: false\n")
-    code, _, err = _run(["pretrain-student", "--out", str(tmp_path / "s"), "--params", str(params)], capsys)
+    code, _, err = cli("pretrain-student", "--out", tmp_path / "s", "--params", params, in_process=True)
     assert code == 0, err
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["DISABLED.txt"]
 
@@ -128,9 +125,9 @@ def test_disabled_stage_leaves_a_placeholder(tmp_path, capsys):
     ("student:\n  classes: [car, moon]\n", "student.classes: car"),
     ("student:\n  learning_rate: 1\n", "unknown key(s) learning_rate"),
 ])
-def test_bad_input(tmp_path, capsys, section, message):
+def test_bad_input(tmp_path, cli, section, message):
     params = tmp_path / "params.yaml"
     params.write_text(section)
-    code, _, err = _run(["pretrain-student", "--out", str(tmp_path / "s"), "--params", str(params)], capsys)
+    code, _, err = cli("pretrain-student", "--out", tmp_path / "s", "--params", params, in_process=True)
     assert code == 2 and message in err, err
     assert not (tmp_path / "s" / "backbone.pth").exists()

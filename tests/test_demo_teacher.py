@@ -15,8 +15,6 @@ from pipeline.demo import world
 from pipeline.demo.models import register_project_models
 from pipeline.demo.teacher import PretrainConfig
 from pipeline.errors import UserError
-from stages.cli import main
-from tests.cli_helpers import run_cli as _run
 
 # A short pretraining: the default model and loss on a smaller world (3 classes, 2 styles, 240 images).
 SHORT = """
@@ -32,14 +30,12 @@ teacher:
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
+def pretrained(tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("teacher")
     params = out / "params.yaml"
     params.write_text(SHORT)
-    with pytest.raises(SystemExit) as e:
-        main(["pretrain-teacher", "--out", str(out), "--params", str(params)])
-        raise SystemExit(0)
-    assert e.value.code == 0
+    r = cli("pretrain-teacher", "--out", out, "--params", params, in_process=True)
+    assert r.code == 0, r.err
     return out
 
 
@@ -66,6 +62,7 @@ def _reference_zero_shot(checkpoint, report: dict, seed: int, per_cell: int, tem
     return acc
 
 
+@pytest.mark.slow
 def test_short_pretraining_beats_chance(pretrained):
     report = json.loads((pretrained / "pretrain_report.json").read_text())
     chance = 1 / len(report["classes"])
@@ -81,6 +78,7 @@ def test_short_pretraining_beats_chance(pretrained):
     assert report["loss_per_epoch"][-1] < report["loss_per_epoch"][0]
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_zero_shot_classifier_gives_the_per_class_recipes_numbers(pretrained):
     """`zero_shot` builds its classifier with open_clip.build_zero_shot_classifier: the same class embeddings
@@ -116,6 +114,7 @@ def test_same_seed_same_teacher(tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_as_pretrained_path(pretrained):
     register_project_models()
     name = PretrainConfig().model
@@ -137,10 +136,10 @@ def test_checkpoint_loads_as_pretrained_path(pretrained):
     ("teacher:\n  epochs: 0\n", "teacher.epochs must be >= 1"),
     ("teacher:\n  learning_rate: 1\n", "unknown key(s) learning_rate"),
 ])
-def test_bad_input(tmp_path, capsys, section, message):
+def test_bad_input(tmp_path, cli, section, message):
     params = tmp_path / "params.yaml"
     params.write_text(section)
-    code, _, err = _run(["pretrain-teacher", "--out", str(tmp_path / "t"), "--params", str(params)], capsys)
+    code, _, err = cli("pretrain-teacher", "--out", tmp_path / "t", "--params", params, in_process=True)
     assert code == 2 and message in err, err
     assert not (tmp_path / "t" / "teacher.pt").exists()
 

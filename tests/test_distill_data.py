@@ -12,15 +12,15 @@ from pipeline.distill.sampling import epoch_batches, plan_summary
 from pipeline.images import decode_rgb
 from pipeline.shards import iter_samples, shard_paths
 from pipeline.store import verify_store
-from tests.distill_fixtures import DOMAINS, shared_work
+from tests.distill_fixtures import DOMAINS
 
 K = 3
 SIZE = 24
 
 
 @pytest.fixture(scope="module")
-def work():
-    return shared_work(3)
+def work(distill_work):
+    return distill_work(K)
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +127,8 @@ def test_eval_items_resize_whole_images(work, store):
         assert torch.equal(it.teacher, torch.from_numpy(store.clean([it.row])[0]))
 
 
-def test_without_views_fresh_augmentation_and_clean_target():
-    work = shared_work(0)
+def test_without_views_fresh_augmentation_and_clean_target(distill_work):
+    work = distill_work(0)
     store = verify_store(work)
     assert not store.has_views
     _, names = _sources(store)

@@ -7,8 +7,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -20,9 +18,8 @@ from pipeline.distill.step import DistillConfig, run
 from pipeline.distill.trainer import EPOCH_COLUMNS, Trainer
 from pipeline.errors import UserError
 from pipeline.store import verify_store
-from tests.distill_fixtures import DOMAINS, shared_work
+from tests.distill_fixtures import DOMAINS
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET = DOMAINS[0]
 METRIC_KEYS = {"status", "method", "target_domain", "seed", "student", "weights", "temperature", "lr", "epochs",
                "selected_epoch", "source_val_acc", "target_acc", "per_domain_acc", "teacher_target_acc",
@@ -37,19 +34,14 @@ def _cfg(**kw) -> DistillConfig:
 
 
 @pytest.fixture(scope="module")
-def work():
-    return shared_work(3)
+def work(distill_work):
+    return distill_work(3)
 
 
 @pytest.fixture(scope="module")
 def three_epochs(work, tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "run"
     return out, run(_cfg(epochs=3), work, out)
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.cli", "distill", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
 
 
 def _cli_args(work, out, epochs: int, device: str, workers: int = 0) -> list[str]:
@@ -60,19 +52,17 @@ def _cli_args(work, out, epochs: int, device: str, workers: int = 0) -> list[str
             str(workers), "--device", device]
 
 
-# The real CLI in its own process, SIGKILLed (no cleanup, no handler) as epoch 2 begins: last.pt then holds
-# epoch 1, saved by the run itself. The kill is the only thing this wrapper adds.
+# Run before the real CLI in its own process: SIGKILL (no cleanup, no handler) as epoch 2 begins, so last.pt
+# holds epoch 1, saved by the run itself. The kill is the only thing this prelude adds.
 KILLED_IN_EPOCH_2 = """
-import os, signal, sys
+import os, signal
 from pipeline.distill.trainer import Trainer
-from stages.cli import main
 real = Trainer.begin_epoch
 def begin_epoch(self):
     if len(self.history) == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(self)
 Trainer.begin_epoch = begin_epoch
-main(sys.argv[1:])
 """
 
 
@@ -113,6 +103,7 @@ def test_outputs_and_metrics_schema(work, three_epochs):
     assert best_ck["metrics"]["target_acc"] == metrics["target_acc"]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, monkeypatch):
     full_out, full = three_epochs
     out = tmp_path / "run"
@@ -141,21 +132,21 @@ def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, mo
         run(_cfg(epochs=3, lr=0.01), work, out)
 
 
-def test_device_and_workers_are_not_part_of_the_run(work, three_epochs, tmp_path):
+@pytest.mark.slow
+def test_device_and_workers_are_not_part_of_the_run(work, three_epochs, tmp_path, cli):
     """--device and --workers change how a run trains, never its result: a run killed under one value resumes
     under another (the batches are the plan's whatever the loader workers), and a finished run is up to
     date under either (the same rule for both)."""
     _, full = three_epochs
     out = tmp_path / "run"
-    killed = subprocess.run([sys.executable, "-c", KILLED_IN_EPOCH_2, "distill", *_cli_args(work, out, 3, "cpu")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr
+    killed = cli("distill", *_cli_args(work, out, 3, "cpu"), prelude=KILLED_IN_EPOCH_2)
+    assert killed.code == -9, killed.err
     assert not (out / "metrics.json").exists()
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epochs_done"] == 1
 
-    r = _cli(*_cli_args(work, out, 3, "auto", workers=4))  # "auto" is the CPU here as well
-    assert r.returncode == 0, r.stderr
-    assert f"resuming {out} after epoch 1" in r.stderr
+    r = cli("distill", *_cli_args(work, out, 3, "auto", workers=4))  # "auto" is the CPU here as well
+    assert r.code == 0, r.err
+    assert f"resuming {out} after epoch 1" in r.err
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["config"]["device"] == "auto" and resumed["config"]["workers"] == 4
     # exactly the uninterrupted run's metrics (which trained with --device cpu --workers 0 throughout)
@@ -165,9 +156,9 @@ def test_device_and_workers_are_not_part_of_the_run(work, three_epochs, tmp_path
 
     before = {name: ((out / name).read_bytes(), os.stat(out / name).st_mtime_ns)
               for name in ("metrics.json", "epochs.csv", "checkpoints/last.pt")}
-    r = _cli(*_cli_args(work, out, 3, "cpu"))
-    assert r.returncode == 0, r.stderr
-    assert f"{out}: up to date" in r.stderr and "epoch 1/3" not in r.stderr
+    r = cli("distill", *_cli_args(work, out, 3, "cpu"))
+    assert r.code == 0, r.err
+    assert f"{out}: up to date" in r.err and "epoch 1/3" not in r.err
     assert {name: ((out / name).read_bytes(), os.stat(out / name).st_mtime_ns) for name in before} == before
 
 
@@ -185,14 +176,14 @@ def test_held_out_domain_is_never_an_anchor(work, three_epochs, tmp_path):
             break
 
 
-def test_restart_stale_discards_checkpoints_of_another_config(work, tmp_path, capsys):
+def test_restart_stale_discards_checkpoints_of_another_config(work, tmp_path, caplog):
     out = tmp_path / "run"
     run(_cfg(epochs=1), work, out)
     old = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     (out / "checkpoints" / "notes.pt").write_bytes(b"not ours")  # a file this tool did not write stays
-    capsys.readouterr()
+    caplog.clear()
     m = run(_cfg(epochs=1, lr=0.01), work, out, restart_stale=True)
-    assert "checkpoints from another config or store removed; training from scratch" in capsys.readouterr().err
+    assert "checkpoints from another config or store removed; training from scratch" in caplog.text
     new = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert m["config"]["lr"] == new["config"]["lr"] == 0.01 and new["epochs_done"] == 1
     assert not all(torch.equal(old["model"][k], new["model"][k]) for k in old["model"])
@@ -211,55 +202,56 @@ def test_nan_loss_stops_with_the_step(work, tmp_path):
         run(_cfg(lr=1e30, epochs=1), work, tmp_path / "nan")
 
 
-def test_cli_two_epoch_run(work, tmp_path):
+@pytest.mark.slow
+def test_cli_two_epoch_run(work, tmp_path, cli):
     params = tmp_path / "params.yaml"
     params.write_text("distill:\n  student: test_resnet\n  pretrained: false\n  image_size: 32\n  batch_size: 8\n"
                       "  workers: 2\n  epochs: 5\n")
     out = tmp_path / "cli_run"
-    r = _cli("--work", str(work), "--target-domain", "sketch", "--out", str(out), "--params", str(params),
-             "--epochs", "2", "--method", "kd", "--seed", "3")
-    assert r.returncode == 0, r.stderr
+    r = cli("distill", "--work", work, "--target-domain", "sketch", "--out", out, "--params", params,
+            "--epochs", "2", "--method", "kd", "--seed", "3")
+    assert r.code == 0, r.err
     m = json.loads((out / "metrics.json").read_text())
     assert (m["epochs"], m["method"], m["seed"], m["target_domain"]) == (2, "kd", 3, "sketch")
     assert m["config"]["workers"] == 2 and m["config"]["student"] == "test_resnet"
     assert len((out / "epochs.csv").read_text().splitlines()) == 3
 
 
-def _assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[rise-pipeline")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stderr
+def _assert_user_error(r, *needles: str) -> None:
+    assert r.code == 2, r.err
+    lines = [ln for ln in r.err.splitlines() if ln.strip() and not ln.startswith("[rise-pipeline")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.err
+    assert "Traceback" not in r.err
     for n in needles:
         assert n in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("args, needles", [
     (["--target-domain", "clipart"], ["unknown target domain 'clipart'", "cartoon, photo, sketch"]),
-    (["--target-domain", TARGET, "--method", "mixup"], ["'mixup' is not one of", "'rise', 'erm', 'kd', 'rise-abs', 'rise-rel'"]),
+    (["--target-domain", TARGET, "--method", "mixup"], ["--method: unknown method 'mixup'", "valid: rise, erm, kd, rise-abs, rise-rel"]),
     (["--target-domain", TARGET, "--student", "resnet181"], ["unknown student 'resnet181'", "resnet18"]),
     (["--target-domain", TARGET, "--w-kd", "nan"], ["w_kd must be a finite number >= 0"]),
     (["--target-domain", TARGET, "--w-dist", "-1"], ["w_dist must be a finite number >= 0"]),
 ])
-def test_cli_bad_input(work, tmp_path, args, needles):
-    r = _cli("--work", str(work), "--out", str(tmp_path / "bad"), "--no-pretrained", *args)
+def test_cli_bad_input(work, tmp_path, cli, args, needles):
+    r = cli("distill", "--work", work, "--out", tmp_path / "bad", "--no-pretrained", *args, in_process=True)
     _assert_user_error(r, *needles)
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 
-def test_store_from_other_shards_or_incomplete_is_refused(work, tmp_path):
+def test_store_from_other_shards_or_incomplete_is_refused(work, tmp_path, cli):
     other = tmp_path / "other"
     shutil.copytree(work, other)
     index = json.loads((other / "shards" / "index.json").read_text())
     index["shards"][0]["sha256"] = "0" * 64  # the shards changed since the store was built
     (other / "shards" / "index.json").write_text(json.dumps(index))
-    r = _cli("--work", str(other), "--target-domain", TARGET, "--out", str(tmp_path / "r1"))
+    r = cli("distill", "--work", other, "--target-domain", TARGET, "--out", tmp_path / "r1", in_process=True)
     _assert_user_error(r, "different shard set")
     broken = tmp_path / "broken"
     shutil.copytree(work, broken)
     with h5py.File(broken / "embeddings.h5", "a") as f:
         del f["text/anchor"]
-    r = _cli("--work", str(broken), "--target-domain", TARGET, "--out", str(tmp_path / "r2"))
+    r = cli("distill", "--work", broken, "--target-domain", TARGET, "--out", tmp_path / "r2", in_process=True)
     _assert_user_error(r, "missing", "text/anchor")
 
 
@@ -293,14 +285,14 @@ def _foreign_file(kind: str, path: Path, tmp_path: Path, work: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["runs-code", "runs-code-restart-stale", "random-bytes", "no-marker", "truncated"])
-def test_foreign_checkpoint_is_refused_and_never_run(work, tmp_path, kind):
+def test_foreign_checkpoint_is_refused_and_never_run(work, tmp_path, cli, kind):
     out = tmp_path / "shared_runs" / "run"
     last = out / "checkpoints" / "last.pt"
     last.parent.mkdir(parents=True)
     _foreign_file(kind, last, tmp_path, work)
     content = last.read_bytes()
     extra = ["--restart-stale"] if kind.endswith("restart-stale") else []
-    r = _cli(*_cli_args(work, out, 2, "cpu"), *extra)
+    r = cli("distill", *_cli_args(work, out, 2, "cpu"), *extra, in_process=True)
     _assert_user_error(r, str(last), "not a checkpoint written by rise-pipeline", "delete it")
     assert not (tmp_path / "pwned").exists()  # the code in the file never ran
     assert last.read_bytes() == content  # refused, not deleted (not even under --restart-stale)

@@ -134,3 +134,18 @@ def test_exp_run_with_override_shows_its_metrics(repo):
     assert params["distill"]["w_dist"] == 2
     metrics = data["metrics"]["data/report/metrics.json"]["data"]
     assert "rise" in metrics and "erm" in metrics
+
+
+def test_an_extra_teacher_adds_its_embed_stage_and_rise_mix(repo):
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    p["extra_teachers"] = [{"name": "rn", "model": "RISE-tiny-RN", "pretrained": "random"}]
+    write_params(repo, p)
+    ran, out = repro(repo)
+    assert ran == {"embed-teacher@0", *DISTILL_RUNS, "report"}  # never shard or the main embed
+    assert (repo / "data/work/teachers/embeddings-rn.h5").is_file()
+    mix = json.loads((repo / "data/runs/sketch-0/rise-mix-cfg0/metrics.json").read_text())
+    assert mix["method"] == "rise-mix" and mix["teachers"] == ["default", "rn"]
+    assert "rise-mix" in json.loads((repo / "data/report/metrics.json").read_text())
+    assert "up to date" in out  # the other members were complete: only rise-mix trained
+    ran, _ = repro(repo)
+    assert ran == set()

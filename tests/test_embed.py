@@ -7,8 +7,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -207,22 +205,18 @@ def test_audit_finds_planted_duplicate_images(tmp_path):
     assert top["group"] == "cross_domain" and top["cosine"] > 0.9999
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "stages.cli", "extract", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-
-
-def test_cli_bad_inputs(tmp_path):
+def test_cli_bad_inputs(tmp_path, cli):
     work = write_shard_set(tmp_path / "work", {"photo/photo-000000.tar": sample_rows("photo", 3, 0)})
-    res = _cli("--out", str(work), "--steps", "embed", "--model", "ViT-B-99", "--pretrained", "openai")
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "error: unknown open_clip model 'ViT-B-99'" in res.stderr and "open_clip.list_pretrained()" in res.stderr
+    res = cli("extract", "--out", work, "--steps", "embed", "--model", "ViT-B-99", "--pretrained", "openai",
+              in_process=True)
+    assert res.code == 2 and "Traceback" not in res.err
+    assert "error: unknown open_clip model 'ViT-B-99'" in res.err and "open_clip.list_pretrained()" in res.err
     tar = work / "shards" / "photo" / "photo-000000.tar"
     tar.write_bytes(tar.read_bytes()[:1536])
-    res = _cli("--out", str(work), "--steps", "embed", "--model", "RISE-micro-ViT", "--pretrained", "random",
-               "--views", "1", "--workers", "0")
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
-    assert re.search(r"error: shard \S*photo-000000\.tar is corrupt", res.stderr), res.stderr
+    res = cli("extract", "--out", work, "--steps", "embed", "--model", "RISE-micro-ViT", "--pretrained",
+              "random", "--views", "1", "--workers", "0", in_process=True)
+    assert res.code == 2 and "Traceback" not in res.err, res.err
+    assert re.search(r"error: shard \S*photo-000000\.tar is corrupt", res.err), res.err
 
 
 def test_corrupt_shard_with_matching_index_names_the_shard(tmp_path):

@@ -11,8 +11,6 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import huggingface_hub
@@ -30,9 +28,8 @@ from pipeline.demo.models import register_project_models
 from pipeline.distill.students import build_student
 from pipeline.errors import UserError
 from pipeline.extract.teacher import load_teacher, weights_sha256
-from tests.distill_fixtures import DOMAINS, shared_work
+from tests.distill_fixtures import DOMAINS
 
-ROOT = Path(__file__).resolve().parents[1]
 # A hung download (the old behaviour: ~30 s of retries per file, after the imports) ends the test here.
 TIMEOUT = 60
 
@@ -66,18 +63,13 @@ def _cache_repo(cache: Path, repo: str, files: dict[str, bytes]) -> None:
         (folder / "snapshots" / commit / name).write_bytes(data)
 
 
-def _one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[rise-pipeline")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr  # no retry warnings, no traceback
+def _one_error_line(r, *needles: str) -> str:
+    assert r.code == 2, r.err
+    lines = [ln for ln in r.err.splitlines() if ln.strip() and not ln.startswith("[rise-pipeline")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.err  # no retry warnings, no traceback
     for n in needles:
         assert n in lines[0], lines[0]
     return lines[0]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=TIMEOUT, env=dict(os.environ))
 
 
 # ------------------------------------------------------------------------------------------- the CLI
@@ -92,24 +84,28 @@ def shard_work(tmp_path_factory):
     ("ViT-B-16", "openai", "--pretrained PATH"),
     ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "", "--model local-dir:PATH"),
 ])
-def test_teacher_without_hub_is_one_line(unreachable, shard_work, monkeypatch, model, pretrained, way_out):
+def test_teacher_without_hub_is_one_line(unreachable, shard_work, monkeypatch, cli, model, pretrained,
+                                         way_out):
     args = ["extract", "--out", str(shard_work), "--steps", "embed", "--model", model, "--pretrained", pretrained,
             "--workers", "0"]
-    line = _one_error_line(_cli(*args), "cannot reach the Hugging Face hub", os.environ["HF_ENDPOINT"],
-                           "HF_HUB_OFFLINE=1", way_out)
+    line = _one_error_line(cli(*args, env=os.environ, timeout=TIMEOUT), "cannot reach the Hugging Face hub",
+                           os.environ["HF_ENDPOINT"], "HF_HUB_OFFLINE=1", way_out)
     assert str(unreachable) in line  # where the weights would have to be
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    _one_error_line(_cli(*args), "HF_HUB_OFFLINE is set", "not in the Hugging Face cache", way_out)
+    _one_error_line(cli(*args, env=os.environ, timeout=TIMEOUT), "HF_HUB_OFFLINE is set",
+                    "not in the Hugging Face cache", way_out)
     assert not (shard_work / "embeddings.h5").exists()
 
 
-def test_student_without_hub_is_one_line(unreachable, tmp_path, monkeypatch):
-    args = ["distill", "--work", str(shared_work(3)), "--target-domain", DOMAINS[0], "--student", "test_resnet",
-            "--pretrained", "--epochs", "1", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "run")]
-    _one_error_line(_cli(*args), "student 'test_resnet'", "cannot reach the Hugging Face hub", "HF_HUB_OFFLINE=1",
-                    "--no-pretrained")
+def test_student_without_hub_is_one_line(unreachable, tmp_path, monkeypatch, cli, distill_work):
+    args = ["distill", "--work", str(distill_work(3)), "--target-domain", DOMAINS[0], "--student",
+            "test_resnet", "--pretrained", "--epochs", "1", "--workers", "0", "--device", "cpu", "--out",
+            str(tmp_path / "run")]
+    _one_error_line(cli(*args, env=os.environ, timeout=TIMEOUT), "student 'test_resnet'",
+                    "cannot reach the Hugging Face hub", "HF_HUB_OFFLINE=1", "--no-pretrained")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    _one_error_line(_cli(*args), "HF_HUB_OFFLINE is set", "timm/test_resnet", "--no-pretrained")
+    _one_error_line(cli(*args, env=os.environ, timeout=TIMEOUT), "HF_HUB_OFFLINE is set", "timm/test_resnet",
+                    "--no-pretrained")
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 

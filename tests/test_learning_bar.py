@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.cli import main
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -29,14 +27,11 @@ def reduced(tmp: Path) -> dict:
     return p
 
 
-def _cli(*argv: str) -> None:
-    with pytest.raises(SystemExit) as e:
-        main(list(argv))
-        raise SystemExit(0)
-    assert e.value.code == 0, argv
+def test_reduced_demo_students_pass_the_learning_bar(tmp_path, cli):
+    def _cli(*argv):
+        r = cli(*argv, in_process=True)
+        assert r.code == 0, (argv, r.err)
 
-
-def test_reduced_demo_students_pass_the_learning_bar(tmp_path):
     p = reduced(tmp_path)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(p))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_helpers import run_cli
 from click.testing import CliRunner
 
 from pipeline.config import load_section, read_params
@@ -138,8 +137,9 @@ def test_repo_params_yaml_loads_into_the_dataclasses():
     params = read_params(REPO / "params.yaml")
     configs = dict(sections())
     assert set(configs) == {s for pairs in COMMANDS.values() for s, _ in pairs}
-    # `data` (paths for dvc.yaml) and `sweep` (the distill matrix) are read by DVC, not by a dataclass.
-    assert set(params) == set(configs) | {"data", "sweep"}
+    # `data` (paths for dvc.yaml), `sweep` (the distill matrix) and `extra_teachers` (rise-mix's embed stages)
+    # are read by DVC and the group parsers, not by a dataclass.
+    assert set(params) == set(configs) | {"data", "sweep", "extra_teachers"}
     for section, cls in configs.items():
         cfg = load_section(cls, params, section)  # unknown keys or wrong types raise UserError
         assert set(params[section]) <= {f.name for f in dataclasses.fields(cls)}
@@ -175,12 +175,12 @@ def _one_error_line(rc: int, out: str, err: str) -> str:
 
 
 @pytest.mark.parametrize("section", [s for s, _ in sections()])
-def test_typo_key_in_params_is_one_line_naming_the_valid_keys(section, tmp_path, capsys):
+def test_typo_key_in_params_is_one_line_naming_the_valid_keys(section, tmp_path, cli):
     cls = dict(sections())[section]
     valid = [f.name for f in dataclasses.fields(cls)]
     typo = valid[0] + valid[0][-1]
     params = _params_with(tmp_path, section, **{typo: 1})
-    line = _one_error_line(*run_cli(_argv(section, params, tmp_path), capsys))
+    line = _one_error_line(*cli(*_argv(section, params, tmp_path), in_process=True))
     assert f"params section '{section}'" in line and f"unknown key(s) {typo}" in line
     assert line.endswith("valid: " + ", ".join(sorted(valid)))
     assert not (tmp_path / "work").exists() and not (tmp_path / "run").exists()
@@ -192,18 +192,18 @@ def test_typo_key_in_params_is_one_line_naming_the_valid_keys(section, tmp_path,
     ("embed", "dtype", "--dtype", []),
     ("distill", "device", "--device", []),
 ])
-def test_bad_choice_is_one_line_as_flag_and_in_params(section, key, flag, argv_extra, tmp_path, capsys):
+def test_bad_choice_is_one_line_as_flag_and_in_params(section, key, flag, argv_extra, tmp_path, cli):
     cls = dict(sections())[section]
     choices = next(f.metadata["choices"] for f in dataclasses.fields(cls) if f.name == key)
     plain = _params_with(tmp_path, section)
-    line = _one_error_line(*run_cli(_argv(section, plain, tmp_path) + [flag, "bogus"], capsys))
+    line = _one_error_line(*cli(*_argv(section, plain, tmp_path), flag, "bogus", in_process=True))
     assert flag in line and "'bogus'" in line and all(c in line for c in choices), line
     bad = _params_with(tmp_path, section, **{key: "bogus"})
-    line = _one_error_line(*run_cli(_argv(section, bad, tmp_path), capsys))
+    line = _one_error_line(*cli(*_argv(section, bad, tmp_path), in_process=True))
     assert line == f"error: {section}.{key}: 'bogus' is not one of {', '.join(choices)}"
 
 
-def test_flags_override_params_which_override_defaults(tmp_path, capsys, monkeypatch):
+def test_flags_override_params_which_override_defaults(tmp_path, cli, monkeypatch):
     """The values a step receives: flag, else params.yaml, else the dataclass default. Underscore and
     boolean spellings (as DVC's dict unpacking writes them) reach the same fields."""
     import pipeline.distill.step as distill_step
@@ -218,19 +218,19 @@ def test_flags_override_params_which_override_defaults(tmp_path, capsys, monkeyp
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"distill": {"lr": 0.5, "epochs": 3, "pretrained": True},
                                       "embed": {"views": 4}}))
-    rc, _, err = run_cli(["distill", "--params", str(params), "--work", "w", "--out", "r", "--target-domain", "x",
-                          "--epochs", "4", "--w_kd", "0.9", "--no-pretrained", "--text_ensemble"], capsys)
+    rc, _, err = cli("distill", "--params", params, "--work", "w", "--out", "r", "--target-domain", "x",
+                     "--epochs", "4", "--w_kd", "0.9", "--no-pretrained", "--text_ensemble", in_process=True)
     assert rc == 0, err
     cfg = got["distill"]
     assert (cfg.lr, cfg.epochs, cfg.w_kd, cfg.pretrained, cfg.text_ensemble) == (0.5, 4, 0.9, False, True)
     assert cfg.w_ce == DistillConfig().w_ce and cfg.method == DistillConfig().method
 
-    rc, _, err = run_cli(["extract", "--params", str(params), "--data-root", str(tmp_path), "--out", "w"], capsys)
+    rc, _, err = cli("extract", "--params", params, "--data-root", tmp_path, "--out", "w", in_process=True)
     assert rc == 0, err
     assert (got["shard"].workers, got["embed"].workers) == (ShardConfig().workers, EmbedConfig().workers)
     assert got["embed"].views == 4
-    rc, _, err = run_cli(["extract", "--data-root", str(tmp_path), "--out", "w", "--workers", "3", "--seed", "5"],
-                         capsys)
+    rc, _, err = cli("extract", "--data-root", tmp_path, "--out", "w", "--workers", "3", "--seed", "5",
+                     in_process=True)
     assert rc == 0, err
     assert (got["shard"].workers, got["embed"].workers, got["shard"].seed, got["embed"].seed) == (3, 3, 5, 5)
 

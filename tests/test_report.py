@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from pipeline.errors import UserError
 from pipeline.report import tables as lib
 from pipeline.report.step import ReportConfig, run
 
-ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ["art", "photo", "sketch"]
 METHODS = ["erm", "rise"]
 SEEDS = [0, 1]
@@ -225,25 +223,29 @@ def test_bad_inputs(tmp_path: Path, runs_dir: Path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.cli", "report", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    """`rise-pipeline report ARGS` in a separate process, as a CompletedProcess. Kept for
+    tests/test_report_sweep.py, which imports it; tests here take the `cli` fixture (tests/conftest.py)."""
+    from conftest import run_cli
+
+    r = run_cli("report", *args, timeout=120)
+    return subprocess.CompletedProcess(["rise-pipeline", "report", *args], r.code, r.out, r.err)
 
 
-def test_cli(runs_dir: Path, tmp_path: Path):
+def test_cli(runs_dir: Path, tmp_path: Path, cli):
     params = tmp_path / "params.yaml"
     params.write_text("report:\n  methods: [rise, erm]\n  title: My table\n")
     out = tmp_path / "rep"
-    proc = _cli(str(runs_dir), "--out", str(out), "--params", str(params))
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    proc = cli("report", runs_dir, "--out", out, "--params", params, in_process=True)
+    assert proc.code == 0, proc.err
+    lines = proc.out.splitlines()
     assert lines[0].startswith("| method | art | photo | sketch | Avg |")
     assert [line.split(" | ")[0] for line in lines[2:5]] == ["| teacher (zero-shot)", "| rise", "| erm"]
-    assert "4 incomplete or failed run(s)" in proc.stdout
+    assert "4 incomplete or failed run(s)" in proc.out
     assert (out / "results.md").read_text().startswith("# My table")
 
-    proc = _cli(str(tmp_path / "missing"), "--out", str(out))
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: run or folder not found")
-    assert "Traceback" not in proc.stderr
+    proc = cli("report", tmp_path / "missing", "--out", out, in_process=True)
+    assert proc.code == 2 and proc.err.strip().startswith("error: run or folder not found")
+    assert "Traceback" not in proc.err
     params.write_text("report:\n  decimal: 2\n")
-    proc = _cli(str(runs_dir), "--out", str(out), "--params", str(params))
-    assert proc.returncode == 2 and "unknown key(s) decimal" in proc.stderr
+    proc = cli("report", runs_dir, "--out", out, "--params", params, in_process=True)
+    assert proc.code == 2 and "unknown key(s) decimal" in proc.err

@@ -24,5 +24,10 @@ def test_stale_runs_are_left_out(tmp_path):
     r = _cli(str(runs), "--out", str(tmp_path / "rep"), "--params", str(params), "--sweep-only")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "rep/metrics.json").read_text())["rise"]["photo"] == 40.0
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"sweep": {"domains": ["sketch"], "methods": ["rise"], "seeds": [0],
+                                               "grid": [{}]}}))
+    r = _cli(str(runs), "--out", str(tmp_path / "rep3"), "--params", str(other), "--sweep-only")
+    assert r.returncode == 2 and "none of the current sweep's runs" in r.stderr and "Traceback" not in r.stderr
     r = _cli(str(runs), "--out", str(tmp_path / "rep2"))
     assert json.loads((tmp_path / "rep2/metrics.json").read_text())["rise"]["photo"] == 90.0

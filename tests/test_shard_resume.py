@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from shard_fixtures import REPO, jpeg, make_plain, run_cli, tree_bytes, write
+from shard_fixtures import REPO, jpeg, make_plain, tree_bytes, write
 
 from pipeline import shards
 from pipeline.extract.manifest import read_manifest
@@ -94,14 +94,14 @@ def test_stale_shards_of_an_earlier_plan_are_removed(tmp_path):
     assert tree_bytes(work) == tree_bytes(fresh)
 
 
-def test_two_dask_workers_write_the_same_bytes_as_one(tmp_path):
+def test_two_dask_workers_write_the_same_bytes_as_one(tmp_path, cli):
     root = make_plain(tmp_path / "DATA", domains=("a", "b"), per_class=5)
     inline = tmp_path / "inline"
     run(ShardConfig(shard_size=3, workers=1), data_root=root, work=inline)
-    result = run_cli("--data-root", str(root), "--out", str(tmp_path / "dask"), "--shard-size", "3",
-                     "--workers", "2")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "kept 20 (a 10, b 10)" in result.stderr
+    result = cli("extract", "--steps", "shard", "--data-root", root, "--out", tmp_path / "dask",
+                 "--shard-size", "3", "--workers", "2", timeout=120)
+    assert result.code == 0, result.err[-2000:]
+    assert "kept 20 (a 10, b 10)" in result.err
     assert tree_bytes(tmp_path / "dask") == tree_bytes(inline)
 
 

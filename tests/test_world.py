@@ -13,7 +13,6 @@ from PIL import Image
 
 from pipeline.demo.world import CLASSES, DOMAINS, WorldConfig, png_bytes, render, sample_grid, write_world
 from pipeline.errors import UserError
-from tests.cli_helpers import run_cli as _run
 
 SMALL = dict(per_cell=3, image_size=48)
 
@@ -88,12 +87,11 @@ def test_bad_config(kwargs, message):
         WorldConfig(**kwargs)
 
 
-def test_cli_writes_world_captions_and_grid(tmp_path, capsys):
+def test_cli_writes_world_captions_and_grid(tmp_path, cli):
     params = tmp_path / "params.yaml"
     params.write_text("world:\n  per_cell: 2\n  image_size: 32\n  classes: [fish, star]\n")
-    code, _, err = _run(["world", "--out", str(tmp_path / "w"), "--params", str(params), "--seed", "5",
-                         "--captions", str(tmp_path / "captions.jsonl"), "--grid", str(tmp_path / "g.png")],
-                        capsys)
+    code, _, err = cli("world", "--out", tmp_path / "w", "--params", params, "--seed", "5", "--captions",
+                       tmp_path / "captions.jsonl", "--grid", tmp_path / "g.png", in_process=True)
     assert code == 0 and "16 images (2 classes x 4 domains x 2)" in err
     files = _files(tmp_path / "w")
     assert len(files) == 16 and all(k.endswith(".png") for k in files)
@@ -105,15 +103,15 @@ def test_cli_writes_world_captions_and_grid(tmp_path, capsys):
     assert (tmp_path / "g.png").stat().st_size < 300_000
 
 
-def test_cli_rejects_bad_input(tmp_path, capsys):
-    code, _, err = _run(["world", "--out", str(tmp_path / "w"), "--captions", str(tmp_path / "w" / "c.jsonl")],
-                        capsys)
+def test_cli_rejects_bad_input(tmp_path, cli):
+    code, _, err = cli("world", "--out", tmp_path / "w", "--captions", tmp_path / "w" / "c.jsonl",
+                       in_process=True)
     assert code == 2 and "is inside the dataset root" in err and not (tmp_path / "w").exists()
     params = tmp_path / "p.yaml"
     params.write_text("world:\n  colour: red\n")
-    code, _, err = _run(["world", "--out", str(tmp_path / "w"), "--params", str(params)], capsys)
+    code, _, err = cli("world", "--out", tmp_path / "w", "--params", params, in_process=True)
     assert code == 2 and "unknown key(s) colour" in err
-    code, _, err = _run(["world", "--out", str(tmp_path / "w"), "--per-cell", "0"], capsys)
+    code, _, err = cli("world", "--out", tmp_path / "w", "--per-cell", "0", in_process=True)
     assert code == 2 and "per_cell must be >= 1" in err and not (tmp_path / "w").exists()
 
 

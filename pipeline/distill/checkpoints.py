@@ -46,6 +46,14 @@ def store_identity(store) -> str:
     return h.hexdigest()
 
 
+def run_identity(stores: list) -> str:
+    """The identity of what a run distils from: one store's `store_identity`, or, for a mix of teachers, a
+    hash of each store's identity in order."""
+    if len(stores) == 1:
+        return store_identity(stores[0])
+    return hashlib.sha256("\n".join(store_identity(s) for s in stores).encode()).hexdigest()
+
+
 def plain(obj):
     """A JSON-typed copy (dict, list, str, int, float, bool, None): what a checkpoint holds besides tensors."""
     return json.loads(json.dumps(obj))
@@ -101,12 +109,12 @@ def read_checkpoint(path: str | Path, keys: dict = LAST_KEYS, map_location="cpu"
 class Checkpointer:
     """Writes and reads one run's `checkpoints/` folder; knows nothing about training itself."""
 
-    def __init__(self, out: str | Path, config: dict, store, restart_stale: bool = False):
+    def __init__(self, out: str | Path, config: dict, store, restart_stale: bool = False, store_id: str | None = None):
         self.out = Path(out)
         self.folder = self.out / "checkpoints"
         self.config = plain(config)
         self.store_attrs = plain(store.attrs)
-        self.store_id = store_identity(store)
+        self.store_id = store_id or store_identity(store)
         self.restart_stale = restart_stale
 
     def _save(self, name: str, entries: dict) -> None:

@@ -18,7 +18,10 @@ from ..io import sha256_file
 BALANCES = ("none", "domains")
 VAL_AVERAGES = ("mean", "pooled")
 # The methods the paper compares; they differ only in which loss terms are on (`losses.method_weights`).
-METHODS = ("rise", "erm", "kd", "rise-abs", "rise-rel")
+METHODS = ("rise", "erm", "kd", "rise-abs", "rise-rel", "rise-mix")
+# rise-mix: one RISE student per teacher store, trained on the same batches, predicting with the sum of the
+# students' softmax outputs (RISE's mix of teachers).
+MIX = "rise-mix"
 
 
 @dataclass
@@ -49,6 +52,8 @@ class DistillConfig:
     w_ce: float = field(0.2, "Weight of cross-entropy (ignored by erm, which is pure CE).")
     w_dist: float = field(1.0, "Weight of the distance terms: AD (rise-abs), RD (rise-rel), both (rise).")
     seed: int = field(0, "Seed of the student init, data order and view schedule.")
+    teachers: list[str] = field(["default"], "Teacher stores in --work to distil from (`extract --store NAME`): "
+                                             "one for every method; two or more for rise-mix, one student each.")
     text_ensemble: bool = field(False, "Test-time ensemble: softmax(logits) + softmax(100 cos(z, t_hat)).")
     balance: str = field("none", "Batch composition: none = a uniform draw from all source training images (RISE's "
                                  "reference, DomainBed); domains = an equal share of each source domain per batch.",
@@ -106,6 +111,13 @@ def validate(cfg: DistillConfig) -> None:
     (`pin_checkpoint`)."""
     if not cfg.target_domain:
         raise UserError("--target-domain is required")
+    if len(set(cfg.teachers)) != len(cfg.teachers) or not cfg.teachers:
+        raise UserError(f"teachers: name each store once, got {cfg.teachers}")
+    if cfg.method == MIX and len(cfg.teachers) < 2:
+        raise UserError("rise-mix mixes students of several teachers: give two or more stores, e.g. "
+                        "--teachers default,rn101")
+    if cfg.method != MIX and len(cfg.teachers) != 1:
+        raise UserError(f"{cfg.method} distils one teacher; several --teachers are for rise-mix")
     for name in ("w_kd", "w_ce", "w_dist"):
         check_weight(name, getattr(cfg, name))
     checks = [("epochs", cfg.epochs >= 1), ("batch_size", cfg.batch_size >= 2), ("image_size", cfg.image_size >= 16),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..config import from_mapping, to_dict
 from ..errors import UserError
-from .config import METHODS, DistillConfig, check_weight
+from .config import METHODS, MIX, DistillConfig, check_weight
 
 # The fields that decide the batches: members of one pass must agree on them.
 PASS_FIELDS = ("target_domain", "seed", "image_size", "batch_size", "balance", "workers", "device")
@@ -92,11 +92,15 @@ def parse_grid(value) -> list[dict]:
 
 
 def members(base: DistillConfig, methods: list[str], grid: list[dict]) -> list[GroupMember]:
-    """Every (method, grid config) pair as a member with its resolved, validated config."""
+    """Every (method, grid config) pair as a member with its resolved, validated config. With several
+    --teachers, rise-mix mixes them all and every other method distils the first."""
     out = []
     for method in methods:
         for i, entry in enumerate(grid):
-            cfg = from_mapping(DistillConfig, {**to_dict(base), **entry, "method": method}, "distill")
+            values = {**to_dict(base), **entry, "method": method}
+            if method != MIX:
+                values["teachers"] = list(values["teachers"])[:1]
+            cfg = from_mapping(DistillConfig, values, "distill")
             out.append(GroupMember(method, i, cfg))
     return out
 
@@ -112,6 +116,40 @@ def passes(group: list[GroupMember], max_members: int = 0) -> list[list[GroupMem
         size = max_members if max_members > 0 else len(same)
         out += [same[i:i + size] for i in range(0, len(same), size)]
     return out
+
+
+def parse_extra_teachers(value) -> list[dict]:
+    """params.yaml's `extra_teachers`: [{name, model, pretrained}, ...], the teachers besides the default
+    store that rise-mix mixes (one embed stage each in dvc.yaml). Empty: no rise-mix in the sweep."""
+    value = value or []
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise UserError("extra_teachers must be a list of {name, model, pretrained} mappings")
+    from ..store import DEFAULT_STORE, store_file
+
+    for i, t in enumerate(value):
+        missing = [k for k in ("name", "model", "pretrained") if not t.get(k)]
+        if missing or set(t) - {"name", "model", "pretrained"}:
+            raise UserError(f"extra_teachers[{i}] needs exactly name, model and pretrained, got {sorted(t)}")
+        store_file(str(t["name"]))  # a usable store name
+        if t["name"] == DEFAULT_STORE:
+            raise UserError(f"extra_teachers[{i}]: '{DEFAULT_STORE}' is the main teacher's store; name it otherwise")
+    names = [t["name"] for t in value]
+    if len(set(names)) != len(names):
+        raise UserError(f"extra_teachers: each name once, got {names}")
+    return value
+
+
+def sweep_members(sweep: dict, extra_teachers) -> tuple[list[str], list[dict], list[str]]:
+    """(methods, grid, teachers) of dvc.yaml's groups: `sweep.methods` x `sweep.grid`, plus rise-mix over
+    the default and every extra teacher when there are extra teachers."""
+    methods = parse_methods(sweep.get("methods") or [], "sweep.methods")
+    grid = parse_grid(sweep.get("grid") or [{}])
+    extra = [t["name"] for t in parse_extra_teachers(extra_teachers)]
+    if extra and MIX not in methods:
+        methods.append(MIX)
+    from ..store import DEFAULT_STORE
+
+    return methods, grid, [DEFAULT_STORE, *extra]
 
 
 def is_group(methods: list[str], grid: list[dict] | None) -> bool:

@@ -22,13 +22,38 @@ from .group import members, passes
 log = logging.getLogger(__name__)
 
 
-def _store_for(cfgs: list[DistillConfig], work):
-    """Validate every config and open the store, before any training starts (one-line errors)."""
+def _compatible(name: str, store, first, first_name: str) -> None:
+    """Another teacher's store must hold the same samples, classes, domains and replayable views as the
+    first, row for row (built from the same shards with the same views), or its targets would not match."""
+    same = [("samples", list(store.keys) == list(first.keys)), ("classes", store.class_names == first.class_names),
+            ("domains", store.domain_names == first.domain_names),
+            ("views", all(store.attrs.get(k) == first.attrs.get(k) for k in ("views", "seed", "augment")))]
+    bad = [what for what, ok in same if not ok]
+    if bad:
+        raise UserError(f"teacher store {name!r} differs from {first_name!r} in its {', '.join(bad)}: build both "
+                        "with `rise-pipeline extract --steps embed --store NAME` from the same shards and the same "
+                        "embed.seed / embed.views")
+
+
+def _store_for(cfgs: list[DistillConfig], work) -> dict:
+    """Validate every config and open every teacher store they name, before any training starts (one-line
+    errors); returns {store name: StoreReader}."""
     for cfg in cfgs:
         validate(cfg)
-    from ..store import verify_store
+    from ..store import DEFAULT_STORE, store_file, verify_store
 
-    store = verify_store(work)
+    names = list(dict.fromkeys(name for cfg in cfgs for name in cfg.teachers))
+    stores = {}
+    for name in names:
+        path = Path(work) / store_file(name)
+        if name != DEFAULT_STORE and not path.is_file():
+            raise UserError(f"teacher store {name!r} not found: {path} (build it with `rise-pipeline extract "
+                            f"--steps embed --store {name} --model ...`)")
+        stores[name] = verify_store(work, name)
+    first_name = names[0]
+    for name in names[1:]:
+        _compatible(name, stores[name], stores[first_name], first_name)
+    store = stores[first_name]
     for cfg in cfgs:
         if cfg.target_domain not in store.domain_names:
             raise UserError(f"unknown target domain {cfg.target_domain!r}; valid: {', '.join(store.domain_names)}")
@@ -44,12 +69,12 @@ def _store_for(cfgs: list[DistillConfig], work):
     if not store.has_views:
         log.warning("note: the store holds no augmented views; the student is augmented freshly and the KD "
                     "target is the clean view (an approximation of RISE)")
-    return store
+    return stores
 
 
-def finished(cfg: DistillConfig, store, out: Path) -> dict | None:
-    """The metrics of a complete run in `out` with the same result config and store, else None."""
-    from .checkpoints import store_identity
+def finished(cfg: DistillConfig, stores: dict, out: Path) -> dict | None:
+    """The metrics of a complete run in `out` with the same result config and teacher stores, else None."""
+    from .checkpoints import run_identity
 
     done = Path(out) / "metrics.json"
     if not done.is_file():
@@ -60,12 +85,12 @@ def finished(cfg: DistillConfig, store, out: Path) -> dict | None:
         return None
     if previous.get("status") == "complete" and isinstance(previous.get("config"), dict) \
             and not result_differences(previous["config"], to_dict(cfg)) \
-            and previous.get("store_id") == store_identity(store):
+            and previous.get("store_id") == run_identity([stores[name] for name in cfg.teachers]):
         return previous
     return None
 
 
-def _train(runs: list[tuple[DistillConfig, Path]], store, work, restart_stale: bool, max_members: int) -> dict:
+def _train(runs: list[tuple[DistillConfig, Path]], stores: dict, work, restart_stale: bool, max_members: int) -> dict:
     """Train the runs that are not finished, one data pass per set that shares batches; {out: metrics}."""
     from .group import GroupMember
     from .trainer import train_pass
@@ -73,7 +98,7 @@ def _train(runs: list[tuple[DistillConfig, Path]], store, work, restart_stale: b
     results: dict[Path, dict] = {}
     todo = []
     for cfg, out in runs:
-        previous = finished(cfg, store, out)
+        previous = finished(cfg, stores, out)
         if previous is not None:
             log.info("%s: up to date (metrics.json complete with the same config and store)", out)
             results[out] = previous
@@ -83,7 +108,7 @@ def _train(runs: list[tuple[DistillConfig, Path]], store, work, restart_stale: b
     for group in passes([GroupMember(cfg.method, i, cfg) for i, (cfg, _) in enumerate(todo)]):
         start = time.perf_counter()
         pass_runs = [(m.cfg, outs[id(m.cfg)]) for m in group]
-        for (cfg, out), metrics in zip(pass_runs, train_pass(pass_runs, store, work, restart_stale, max_members),
+        for (cfg, out), metrics in zip(pass_runs, train_pass(pass_runs, stores, work, restart_stale, max_members),
                                        strict=True):
             results[out] = metrics
             log.info("%s%s -> %s: target acc %.4f at epoch %d (source-val %.4f; teacher zero-shot %.4f)",
@@ -96,8 +121,8 @@ def _train(runs: list[tuple[DistillConfig, Path]], store, work, restart_stale: b
 
 def run(cfg: DistillConfig, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
     """Check inputs, skip a finished identical run, else train (resuming from OUT/checkpoints/last.pt)."""
-    store = _store_for([cfg], work)
-    return _train([(cfg, Path(out))], store, work, restart_stale, 0)[Path(out)]
+    stores = _store_for([cfg], work)
+    return _train([(cfg, Path(out))], stores, work, restart_stale, 0)[Path(out)]
 
 
 def run_group(base: DistillConfig, methods: list[str], grid: list[dict], work: str | Path, out: str | Path,
@@ -106,7 +131,7 @@ def run_group(base: DistillConfig, methods: list[str], grid: list[dict], work: s
     Complete members are skipped, killed ones resume from their own checkpoints, and a member whose config
     changed restarts alone (under `restart_stale`)."""
     group = members(base, methods, grid)
-    store = _store_for([m.cfg for m in group], work)
+    stores = _store_for([m.cfg for m in group], work)
     out = Path(out)
-    results = _train([(m.cfg, out / m.name) for m in group], store, work, restart_stale, max_members)
+    results = _train([(m.cfg, out / m.name) for m in group], stores, work, restart_stale, max_members)
     return {m.name: results[out / m.name] for m in group}

@@ -30,8 +30,9 @@ from ..errors import UserError
 from ..io import write_json, write_text
 from ..progress import progress
 from ..store import zero_shot_hits
-from .checkpoints import Checkpointer, plain, store_identity
-from .data import TRAIN, VAL, Item, RunData
+from .checkpoints import Checkpointer, plain, run_identity
+from .config import MIX
+from .data import TRAIN, VAL, Item, RunData, view_index
 from .losses import LOGIT_SCALE, method_weights, total_loss
 from .students import build_student
 
@@ -74,7 +75,10 @@ class Trainer:
 
     def __init__(self, cfg, store, data: RunData):
         self.cfg, self.store, self.data = cfg, store, data
-        self.store_id = store_identity(store)
+        self.store_id = run_identity([store])
+        # A student of another teacher store than the one the batches come from (a group member with other
+        # --teachers, a rise-mix student) reads its own teacher's embedding of the very same view.
+        self.own_targets = store is not data.store
         self.device = torch.device(resolve_device(cfg.device))
         self.weights = method_weights(cfg.method, cfg.w_ce, cfg.w_kd, cfg.w_dist)
         names = store.domain_names
@@ -117,9 +121,21 @@ class Trainer:
         self.sums, self.seen = dict.fromkeys(TERMS, 0.0), 0
         self.lr = self.optimizer.param_groups[0]["lr"]
 
+    def targets(self, batch: Item, epoch: int) -> torch.Tensor:
+        """This student's teacher embeddings of the batch's views: same rows, same planned view, own store."""
+        keys = self.data.store.keys[batch.row.numpy()]
+        store = self.store
+        if store.has_views:
+            vrows = [store.view_row_of(k) for k in keys]
+            ks = [view_index(self.data.seed, k, epoch, store.views_k) for k in keys]
+            return torch.from_numpy(store.view_embedding(vrows, ks))
+        return torch.from_numpy(store.clean([store.row_of(k) for k in keys]))
+
     def train_step(self, batch: Item, epoch: int, step: int) -> None:
         if len(batch.label) < 2:  # BatchNorm cannot train on one sample (only bad samples can shrink a batch)
             return
+        if self.own_targets:
+            batch = batch._replace(teacher=self.targets(batch, epoch))
         torch.set_rng_state(self.rng_state)
         labels, teacher = batch.label.to(self.device), batch.teacher.to(self.device)
         with self._autocast():
@@ -153,8 +169,8 @@ class Trainer:
         self.counts: dict[int, list[int]] = {}
 
     @torch.no_grad()
-    def eval_step(self, batch: Item) -> None:
-        """Accumulate (correct, total) per domain index."""
+    def scores(self, batch: Item) -> torch.Tensor:
+        """Class scores (B x C, on the CPU): softmax of the logits, plus the text ensemble when it is on."""
         with self._autocast():
             z, logits = self.model(self._inputs(batch.image))
         scores = logits.float().softmax(-1)
@@ -162,7 +178,14 @@ class Trainer:
             t_hat = torch.nn.functional.normalize(self.text_class, dim=-1)
             cos = torch.nn.functional.normalize(z.float(), dim=-1) @ t_hat.T
             scores = scores + (LOGIT_SCALE * cos).softmax(-1)
-        hits = (scores.argmax(-1).cpu() == batch.label).long()
+        return scores.cpu()
+
+    def eval_step(self, batch: Item) -> None:
+        """Accumulate (correct, total) per domain index."""
+        self.count(self.scores(batch), batch)
+
+    def count(self, scores: torch.Tensor, batch: Item) -> None:
+        hits = (scores.argmax(-1) == batch.label).long()
         for d in batch.domain.unique().tolist():
             m = batch.domain == d
             c = self.counts.setdefault(d, [0, 0])
@@ -237,10 +260,98 @@ class Trainer:
             "teacher_target_acc": int(teacher_hits.sum()) / len(teacher_hits) if len(teacher_hits) else math.nan,
             "text_ensemble": cfg.text_ensemble, "n_train": len(self.data.train_rows),
             "n_source_val": len(self.data.source_val_rows), "n_target": len(self.data.target_rows),
-            "anchors_used": [self.store.anchors[i] for i in self.anchors],
+            "anchors_used": [self.store.anchors[i] for i in self.anchors], "teachers": list(cfg.teachers),
             "views_replayed": bool(self.store.has_views), "config": self.config, "store": self.store.attrs,
             "store_id": self.store_id,
         }
+
+
+class MixTrainer(Trainer):
+    """RISE's mix of teachers (`rise-mix`): one RISE student per teacher store, each distilled from its own
+    teacher's embeddings of the same batches, predicting with the sum of the students' class scores. To
+    selection, checkpoints and the report it is one run: one history, one metrics.json."""
+
+    def __init__(self, cfg, stores: list, data: RunData):
+        self.students = [Trainer(cfg, store, data) for store in stores]
+        first = self.students[0]
+        self.cfg, self.store, self.data, self.device = cfg, first.store, data, first.device
+        self.store_id = run_identity(stores)
+        self.weights, self.target, self.sources, self.anchors = first.weights, first.target, first.sources, first.anchors
+        self.optimizer, self.config, self.history = first.optimizer, first.config, []
+
+    def begin_epoch(self) -> None:
+        for s in self.students:
+            s.begin_epoch()
+        self.lr = self.students[0].lr
+
+    def train_step(self, batch: Item, epoch: int, step: int) -> None:
+        for s in self.students:
+            s.train_step(batch, epoch, step)
+
+    def running_losses(self) -> dict:
+        return self.students[0].running_losses()
+
+    def end_training(self, epoch: int) -> dict:
+        losses = [s.end_training(epoch) for s in self.students]  # logged: the students' mean
+        return {k: float(np.mean([loss[k] for loss in losses])) for k in TERMS}
+
+    def begin_eval(self) -> None:
+        for s in self.students:
+            s.model.eval()
+        self.counts = {}
+
+    @torch.no_grad()
+    def eval_step(self, batch: Item) -> None:
+        self.count(sum(s.scores(batch) for s in self.students), batch)
+
+    @property
+    def scheduler(self):
+        return _Together([s.scheduler for s in self.students])
+
+    @property
+    def model(self):
+        return _Together([s.model for s in self.students])
+
+    def state(self) -> dict:
+        return {"model": {str(k): s.model.state_dict() for k, s in enumerate(self.students)},
+                "optimizer": {str(k): s.optimizer.state_dict() for k, s in enumerate(self.students)},
+                "scheduler": {str(k): s.scheduler.state_dict() for k, s in enumerate(self.students)},
+                "epochs_done": len(self.history), "history": plain(self.history),
+                "torch_rng": torch.stack([s.rng_state for s in self.students])}
+
+    def restore(self, state: dict) -> None:
+        for k, s in enumerate(self.students):
+            s.model.load_state_dict(state["model"][str(k)])
+            s.optimizer.load_state_dict(state["optimizer"][str(k)])
+            s.scheduler.load_state_dict(state["scheduler"][str(k)])
+            s.rng_state = state["torch_rng"][k].cpu()
+        self.history = list(state["history"])
+
+    def metrics(self) -> dict:
+        out = Trainer.metrics(self)
+        out["teacher_models"] = [s.store.attrs.get("model") for s in self.students]
+        return out
+
+
+class _Together:
+    """The students' models or schedulers driven as one (`state_dict`, `step`)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    def step(self) -> None:
+        for p in self.parts:
+            p.step()
+
+    def state_dict(self) -> dict:
+        return {str(k): p.state_dict() for k, p in enumerate(self.parts)}
+
+
+def make_trainer(cfg, stores: dict, data: RunData) -> Trainer:
+    """The trainer of one run: a mix of one student per teacher store for rise-mix, else one student."""
+    if cfg.method == MIX:
+        return MixTrainer(cfg, [stores[name] for name in cfg.teachers], data)
+    return Trainer(cfg, stores[cfg.teachers[0]], data)
 
 
 def _label(out: Path) -> str:
@@ -298,11 +409,12 @@ def member_capacity(trainer: Trainer) -> int:
     if trainer.device.type != "cuda":
         return 0
     free, _ = torch.cuda.mem_get_info(trainer.device)
-    per_member = 4 * sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+    models = [s.model for s in getattr(trainer, "students", [trainer])]
+    per_member = 4 * sum(p.numel() * p.element_size() for m in models for p in m.parameters())
     return max(1, int(0.5 * free // per_member))
 
 
-def train_pass(runs: Sequence[tuple], store, work: str | Path, restart_stale: bool = False,
+def train_pass(runs: Sequence[tuple], stores: dict, work: str | Path, restart_stale: bool = False,
                max_members: int = 0) -> list[dict]:
     """Train `runs` ((cfg, out) pairs that share the batches: see `group.PASS_FIELDS`) from one data pass
     and return their metrics in order. Each run resumes from its own `out/checkpoints/last.pt`; metrics.json
@@ -310,6 +422,7 @@ def train_pass(runs: Sequence[tuple], store, work: str | Path, restart_stale: bo
     discarded instead of refused (per run: the others still resume). On a GPU, a pass with more members
     than fit (`member_capacity`, or `max_members` when > 0) is trained in several passes."""
     first = runs[0][0]
+    store = stores[first.teachers[0]]  # the batches' teacher targets; other stores' students read their own
     data = RunData(work, store, *_split(store, first.target_domain), first.image_size, first.seed,
                    first.batch_size, first.workers, first.balance)
     results: list[dict] = []
@@ -318,10 +431,10 @@ def train_pass(runs: Sequence[tuple], store, work: str | Path, restart_stale: bo
         members: list[Member] = []
         cap = max_members
         for cfg, out in todo:
-            trainer = Trainer(cfg, store, data)
+            trainer = make_trainer(cfg, stores, data)
             if not members and cap <= 0:
                 cap = member_capacity(trainer)
-            checkpoints = Checkpointer(Path(out), trainer.config, store, restart_stale)
+            checkpoints = Checkpointer(Path(out), trainer.config, trainer.store, restart_stale, trainer.store_id)
             write_json(Path(out) / "config.json", trainer.config)
             checkpoints.resume(trainer.restore, trainer.device)
             members.append(Member(trainer, Path(out), checkpoints))
@@ -343,7 +456,7 @@ def train_pass(runs: Sequence[tuple], store, work: str | Path, restart_stale: bo
 def run(cfg, store, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
     """Train (or resume) one run into `out` and write metrics.json last, so its presence means done.
     `restart_stale`: checkpoints of another config or store are discarded instead of refused."""
-    return train_pass([(cfg, Path(out))], store, work, restart_stale)[0]
+    return train_pass([(cfg, Path(out))], {cfg.teachers[0]: store}, work, restart_stale)[0]
 
 
 def _split(store, target_domain: str) -> tuple[list[int], int]:

@@ -14,7 +14,7 @@ import warnings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import BadSample
-from ..images import IMAGE_EXTS, MAX_PIXELS
+from ..images import IMAGE_EXTS, MAX_PIXELS, only_our_pixel_limit
 
 EXIF_ORIENTATION = 0x0112
 # Re-encoding keeps the format where it can; the rest become PNG (lossless, every mode).
@@ -23,21 +23,16 @@ _JPEG_MODES = ("L", "RGB", "CMYK")
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Open without PIL's own bomb check (ours is explicit and configurable) and check the pixel count."""
+    """Open (reading the header only) and check the pixel count against `max_pixels`, the only limit: callers
+    hold `only_our_pixel_limit()` around this and whatever they do with the image, as `decode_rgb` does."""
     if not data:
         raise BadSample("empty", "zero-byte file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise BadSample("not_image", "not a recognised image format") from None
-        except (OSError, ValueError, SyntaxError) as e:
-            raise BadSample("corrupt", _first_line(e)) from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadSample("not_image", "not a recognised image format") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BadSample("corrupt", _first_line(e)) from None
     if im.width * im.height > max_pixels:
         raise BadSample("decompression_bomb", f"{im.width}x{im.height} pixels > limit {max_pixels}")
     return im
@@ -50,17 +45,18 @@ def _first_line(e: BaseException) -> str:
 
 def inspect_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> dict:
     """Describe an encoded image; raise BadSample (with a reason) when it is not a usable image."""
-    im = _open(data, max_pixels)
-    if im.format not in IMAGE_EXTS:
-        raise BadSample("unsupported_format", f"{im.format} (supported: {', '.join(sorted(IMAGE_EXTS))})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
-            im.load()
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        msg = _first_line(e)
-        raise BadSample("truncated" if "truncated" in msg.lower() else "corrupt", msg) from None
+    with only_our_pixel_limit():
+        im = _open(data, max_pixels)
+        if im.format not in IMAGE_EXTS:
+            raise BadSample("unsupported_format", f"{im.format} (supported: {', '.join(sorted(IMAGE_EXTS))})")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+                im.load()
+        except (OSError, ValueError, SyntaxError, EOFError) as e:
+            msg = _first_line(e)
+            raise BadSample("truncated" if "truncated" in msg.lower() else "corrupt", msg) from None
     return {"format": im.format, "ext": IMAGE_EXTS[im.format], "width": im.width, "height": im.height,
             "mode": im.mode, "exif_orientation": orientation if 1 <= orientation <= 8 else 1}
 
@@ -91,22 +87,23 @@ def reencode(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> tuple[
     EXIF orientation is applied first because re-encoding drops the EXIF block; the result is upright
     (orientation 1). JPEG stays JPEG (quality 95), WebP stays lossless WebP, others become PNG.
     """
-    im = _open(data, max_pixels)
-    if max(im.width, im.height) <= max_side:
-        return None
-    src_format = im.format
-    im = ImageOps.exif_transpose(im)
-    if im.mode == "P":
-        im = im.convert("RGBA")
-    scale = max_side / max(im.width, im.height)
-    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-    im = im.resize(size, Image.Resampling.LANCZOS if im.mode not in ("I;16", "I;16B", "I;16L", "1")
-                   else Image.Resampling.NEAREST)
-    fmt, ext = _REENCODE.get(src_format, ("PNG", "png"))
-    if fmt == "JPEG" and im.mode not in _JPEG_MODES:
-        fmt, ext = "PNG", "png"
-    buf = io.BytesIO()
-    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}, "PNG": {"optimize": False}}[fmt]
-    im.save(buf, format=fmt, **options)
-    return buf.getvalue(), {"format": fmt, "ext": ext, "width": im.width, "height": im.height,
-                            "mode": im.mode, "exif_orientation": 1}
+    with only_our_pixel_limit():
+        im = _open(data, max_pixels)
+        if max(im.width, im.height) <= max_side:
+            return None
+        src_format = im.format
+        im = ImageOps.exif_transpose(im)
+        if im.mode == "P":
+            im = im.convert("RGBA")
+        scale = max_side / max(im.width, im.height)
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        im = im.resize(size, Image.Resampling.LANCZOS if im.mode not in ("I;16", "I;16B", "I;16L", "1")
+                       else Image.Resampling.NEAREST)
+        fmt, ext = _REENCODE.get(src_format, ("PNG", "png"))
+        if fmt == "JPEG" and im.mode not in _JPEG_MODES:
+            fmt, ext = "PNG", "png"
+        buf = io.BytesIO()
+        options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}, "PNG": {"optimize": False}}[fmt]
+        im.save(buf, format=fmt, **options)
+        return buf.getvalue(), {"format": fmt, "ext": ext, "width": im.width, "height": im.height,
+                                "mode": im.mode, "exif_orientation": 1}

@@ -26,13 +26,15 @@ class ReportConfig:
     teacher_row: bool = field(True, "Add the teacher's zero-shot accuracy as a reference row.")
 
 
-def sweep_run_names(sweep: dict) -> set[str]:
+def sweep_run_names(sweep: dict, extra_teachers=None) -> set[str]:
     """Run folders of the current sweep, as `<group>/<member>`: dvc.yaml's distill matrix runs one group per
     (held-out domain, seed), in `data/runs/<domain>-<seed>` (DVC joins the matrix item keys with '-'), and a
-    group writes each member to `<method>-cfg<i>` (i: the index of its grid entry)."""
+    group writes each member to `<method>-cfg<i>` (i: the index of its grid entry). With extra teachers
+    (params.yaml `extra_teachers`), the groups also train rise-mix."""
     try:
         grid = sweep.get("grid") or [{}]
-        return {f"{d}-{s}/{m}-cfg{i}" for d in sweep["domains"] for m in sweep["methods"]
+        methods = list(sweep["methods"]) + (["rise-mix"] if extra_teachers and "rise-mix" not in sweep["methods"] else [])
+        return {f"{d}-{s}/{m}-cfg{i}" for d in sweep["domains"] for m in methods
                 for s in sweep["seeds"] for i in range(len(grid))}
     except (KeyError, TypeError):
         raise UserError("params section 'sweep' needs lists 'domains', 'methods', 'seeds' (and 'grid')") from None
@@ -51,6 +53,9 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None =
         # Runs of an earlier sweep may still sit in data/runs (DVC never deletes a dropped matrix entry's
         # output); they must not compete in the selection.
         found = [p for p in found if "/".join(Path(p).parts[-2:]) in only]
+        if not found:
+            raise UserError(f"none of the current sweep's runs ({len(only)} expected, e.g. {sorted(only)[0]}) is "
+                            f"under {', '.join(map(str, paths))}; run `dvc repro` or `rise-pipeline sweep run` first")
     runs = [lib.load_run(p) for p in found]
     result = lib.build_report(runs, methods=cfg.methods, teacher_row=cfg.teacher_row)
     if not result.rows:

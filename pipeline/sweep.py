@@ -1,0 +1,381 @@
+"""Sweeps on dask: the distill work of dvc.yaml's matrix, one dask task per group.
+
+dvc.yaml's `distill` stage is a matrix over `sweep.domains x sweep.seeds`; each entry trains one group (every
+`sweep.methods x sweep.grid` member, one data pass) into `data/runs/<domain>-<seed>/<method>-cfg<i>/` with
+`distill --sweep --restart-stale`. `plan` builds exactly those groups from params.yaml, and `run_sweep` runs
+each one with the same library call (`distill.step.run_group`) as a task:
+- in this process, one group after another (no cluster);
+- on a local cluster of single-threaded worker processes (`workers=N`); with GPUs, worker i sees one GPU
+  through its own CUDA_VISIBLE_DEVICES and declares the dask resource GPU=1;
+- on an existing dask.distributed cluster (`scheduler="tcp://..."`, e.g. dask-jobqueue's SLURMCluster); if
+  its workers declare a GPU resource, each group takes one.
+
+Shared storage is assumed: WORK and the runs folder are paths every worker sees (a worker checks before it
+trains, and fails the group with one line naming the path otherwise). Complete members (same config and
+store) are skipped and killed ones resume from their checkpoints, so a group that dask reschedules after its
+worker died, or reruns after an exception, loses at most the epoch in progress. Each group's outcome is
+collected on its own: a failed group never hides the others' results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import load_section, to_dict
+from .distill.config import DistillConfig, result_differences
+from .distill.group import GroupMember, members, sweep_members
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+RUNS = "data/runs"      # as in dvc.yaml: relative to the params file's folder
+REPORT = "data/report"
+IN_PROCESS = "in-process"
+CONNECT_TIMEOUT = "10s"  # reaching an existing scheduler
+
+
+@dataclass(frozen=True)
+class Group:
+    """One entry of dvc.yaml's distill matrix: a held-out domain and seed, members methods x grid."""
+
+    key: str                 # `<domain>-<seed>`, the matrix key (also the run folder's name)
+    base: DistillConfig      # what `distill --params P --target-domain D --seed S --sweep` resolves
+    methods: tuple[str, ...]
+    grid: tuple[dict, ...]
+    work: Path
+    out: Path
+
+    def members(self) -> list[GroupMember]:
+        return members(self.base, list(self.methods), list(self.grid))
+
+
+@dataclass(frozen=True)
+class Plan:
+    groups: list[Group]
+    work: Path
+    runs: Path
+    report: Path
+    sweep: dict
+
+
+def plan(params: dict, root: str | Path) -> Plan:
+    """The groups of dvc.yaml's distill matrix for `params` (a params.yaml read from folder `root`; its
+    relative paths, `data.work` and `data/runs`, are taken from there as DVC does). All paths absolute, so
+    workers with another working folder find the same files."""
+    root = Path(root).resolve()
+    sweep = params.get("sweep")
+    if not isinstance(sweep, dict):
+        raise UserError("params has no 'sweep' section (domains, methods, seeds, grid)")
+    work = (params.get("data") or {}).get("work") if isinstance(params.get("data"), dict) else None
+    if not work:
+        raise UserError("params has no data.work (the folder `rise-pipeline extract` wrote)")
+    for name in ("domains", "seeds"):
+        if not isinstance(sweep.get(name), list) or not sweep[name]:
+            raise UserError(f"sweep.{name} must be a non-empty list")
+    # The same members as `distill --sweep`: methods x grid, plus rise-mix over the extra teachers if any.
+    methods, grid, teachers = sweep_members(sweep, params.get("extra_teachers"))
+    work = (root / work).resolve()
+    runs = root / RUNS
+    groups = []
+    for domain in sweep["domains"]:
+        for seed in sweep["seeds"]:
+            # The same resolution as the distill command: its section, then --target-domain/--seed, method 1.
+            base = load_section(DistillConfig, params, "distill",
+                                {"target_domain": str(domain), "seed": seed, "method": methods[0],
+                                 "teachers": teachers if len(teachers) > 1 else None})
+            key = f"{domain}-{seed}"
+            groups.append(Group(key, base, tuple(methods), tuple(grid), work, runs / key))
+    keys = [g.key for g in groups]
+    if len(set(keys)) != len(keys):
+        raise UserError(f"sweep.domains x sweep.seeds repeat a group: {', '.join(sorted(keys))}")
+    return Plan(groups, work, runs, root / REPORT, sweep)
+
+
+# --- states ---------------------------------------------------------------------------------------------
+
+
+def open_store(work: Path, teachers=("default",)):
+    """({store name: store} for the default store and `teachers`, None), or (None, why) when one cannot be
+    opened here."""
+    from .store import DEFAULT_STORE, verify_store
+
+    try:
+        return {name: verify_store(work, name) for name in dict.fromkeys([DEFAULT_STORE, *teachers])}, None
+    except (UserError, OSError) as e:
+        return None, str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def member_state(member: GroupMember, out: Path, store) -> str:
+    """`complete` (metrics.json of the same config and store), `partial (has last.pt)` (will resume), or
+    `to run` (with what makes it stale, when the folder holds another config's files)."""
+    from .distill.step import finished
+
+    if store is not None and finished(member.cfg, store, out) is not None:
+        return "complete"
+    last = out / "checkpoints" / "last.pt"
+    if last.is_file():
+        try:
+            same = not result_differences(json.loads((out / "config.json").read_text()), to_dict(member.cfg))
+        except (OSError, ValueError, TypeError, AttributeError):
+            same = True  # config.json missing or unreadable: the checkpoint itself decides when it resumes
+        return "partial (has last.pt)" if same else "to run (checkpoints of another config: discarded)"
+    if (out / "metrics.json").is_file():
+        return "to run (metrics.json of another config or store)" if store is not None else "to run"
+    return "to run"
+
+
+def group_states(group: Group, store) -> dict[str, str]:
+    return {m.name: member_state(m, group.out / m.name, store) for m in group.members()}
+
+
+# --- one group as a task --------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What became of one group: each member `done` (trained now), `skipped` (already complete) or `failed`."""
+
+    key: str
+    states: dict[str, str]
+    seconds: float
+    where: str
+    error: str | None = None
+    resumed: int = 0         # members that continued from their checkpoints/last.pt
+
+    def count(self, state: str) -> int:
+        return sum(s == state for s in self.states.values())
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.count("failed") > 0
+
+
+def _current_worker() -> str:
+    from distributed import get_worker
+
+    try:
+        return get_worker().address
+    except ValueError:
+        return IN_PROCESS
+
+
+def check_inputs(group: Group, where: str) -> None:
+    """Before training, on the machine that trains: the store and the runs folder must be visible here."""
+    store = group.work / "embeddings.h5"
+    shared = "sweep run needs WORK and the runs folder on a file system every worker sees"
+    if not os.access(store, os.R_OK) or not store.is_file():
+        raise UserError(f"cannot read the store {store} on {where} ({shared})")
+    if not group.out.parent.is_dir():
+        raise UserError(f"cannot see the runs folder {group.out.parent} on {where} ({shared})")
+    workers = max(m.cfg.workers for m in group.members())
+    if workers > 0 and multiprocessing.current_process().daemon:
+        raise UserError(f"distill.workers={workers} needs DataLoader processes, but the dask worker {where} "
+                        "is a daemon process: start workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
+                        "(or set distill.workers: 0)")
+
+
+def run_group_task(group: Group, where: str | None = None) -> Outcome:
+    """Train one group where this runs (a dask worker, or `where="in-process"`), as `distill --sweep` does.
+
+    A UserError (bad store, unknown domain, ...) is returned as a failed outcome, since rerunning cannot fix
+    it; any other exception propagates, so dask can rerun the group (it resumes from its checkpoints)."""
+    where = where or _current_worker()
+    start = time.perf_counter()
+    store, before, resumed = None, {}, 0
+    try:
+        check_inputs(group, where)
+        from .distill.step import run_group
+
+        store, why = open_store(group.work, group.base.teachers)
+        if store is None:
+            raise UserError(why)
+        states = group_states(group, store)
+        before = {name: state == "complete" for name, state in states.items()}
+        resumed = sum(state.startswith("partial") for state in states.values())
+        run_group(group.base, list(group.methods), list(group.grid), group.work, group.out, restart_stale=True)
+        states = {name: "skipped" if was else "done" for name, was in before.items()}
+        error = None
+    except UserError as e:
+        error = str(e).splitlines()[0] if str(e) else type(e).__name__
+        states = _after_failure(group, store, before)
+    return Outcome(group.key, states, time.perf_counter() - start, where, error, resumed)
+
+
+def _after_failure(group: Group, store, before: dict[str, bool]) -> dict[str, str]:
+    """Member states of a group that failed: complete before (skipped), complete now (done), else failed."""
+    from .distill.step import finished
+
+    states = {}
+    for m in group.members():
+        now = store is not None and finished(m.cfg, store, group.out / m.name) is not None
+        states[m.name] = "skipped" if before.get(m.name) else "done" if now else "failed"
+    return states
+
+
+def _failed(group: Group, error: BaseException, where: str, seconds: float, before: dict[str, bool]) -> Outcome:
+    """The outcome of a task that raised (a bug, a worker that died too often, a lost scheduler)."""
+    killed = type(error).__name__ == "KilledWorker"
+    if killed:
+        last = getattr(getattr(error, "last_worker", None), "address", None)
+        where = last or where
+        text = f"its worker died {getattr(error, 'allowed_failures', 0) + 1} times while running it"
+    else:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        text = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    store, _ = open_store(group.work, group.base.teachers)
+    return Outcome(group.key, _after_failure(group, store, before), seconds, where, text)
+
+
+# --- where the tasks run --------------------------------------------------------------------------------
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (one per local worker)."""
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA: a CPU cluster
+        return []
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+def local_cluster(workers: int, gpus: list[str]):
+    """A local cluster of `workers` single-threaded worker processes (nannies restart a killed one). With
+    GPUs, worker i sees GPU gpus[i % len(gpus)] alone and declares the resource GPU=1; without, a plain
+    distributed.LocalCluster."""
+    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
+
+    options = {"nthreads": 1, "silence_logs": logging.WARNING, "host": "127.0.0.1", "dashboard": False,
+               "env": {"RISE_PROGRESS": "0"}}  # the per-group lines are the progress
+    if not gpus:
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                            host="127.0.0.1", silence_logs=logging.WARNING, env=options["env"])
+    specs = {}
+    for i in range(workers):
+        env = {**options["env"], "CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]}
+        specs[i] = {"cls": Nanny, "options": {**options, "resources": {"GPU": 1}, "env": env}}
+    return SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {"dashboard_address": None,
+                                                                              "host": "127.0.0.1"}},
+                       silence_logs=logging.WARNING, name="rise-sweep")
+
+
+@contextlib.contextmanager
+def sweep_client(workers: int | None, scheduler: str | None, retries: int, gpus: list[str] | None = None):
+    """A dask Client on an existing scheduler, or on a new local cluster of `workers` processes."""
+    import dask
+    from distributed import Client
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot reach dask scheduler {scheduler}: {first}") from None
+        with client:
+            yield client
+        return
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    # Workers are not daemons, so a group may start DataLoader processes (distill.workers > 0); a group whose
+    # worker died is rescheduled up to `retries` times (the scheduler's allowed-failures); the cores are shared
+    # out between the workers' torch threads (dask's default is one each).
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    config = {"distributed.worker.daemon": False, "distributed.scheduler.allowed-failures": retries,
+              **{f"distributed.nanny.pre-spawn-environ.{name}": threads
+                 for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+    gpus = visible_gpus() if gpus is None else gpus
+    with dask.config.set(config), local_cluster(workers, gpus) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _gpu_restricted(client) -> bool:
+    """Whether the cluster's workers declare a GPU resource (then each group takes one)."""
+    if not client.scheduler_info().get("workers"):
+        log.info("waiting for a dask worker to join %s ...", client.scheduler.address)
+        client.wait_for_workers(1)
+    return any("GPU" in (w.get("resources") or {}) for w in client.scheduler_info()["workers"].values())
+
+
+def run_sweep(plan: Plan, workers: int | None = None, scheduler: str | None = None, retries: int = 2,
+              gpus: list[str] | None = None) -> Iterator[Outcome]:
+    """Run every group of `plan`; yield each group's Outcome as it finishes (in plan order in-process).
+
+    No `workers` and no `scheduler`: in this process. `retries`: how often dask reruns a group whose task
+    raised or whose worker died (resuming from its checkpoints); UserErrors are not rerun."""
+    if workers is not None and scheduler:
+        raise UserError("--workers starts a local cluster, --scheduler uses an existing one: give one of them")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if retries < 0:
+        raise UserError(f"--retries must be >= 0, got {retries}")
+    plan.runs.mkdir(parents=True, exist_ok=True)
+    store, _ = open_store(plan.work, plan.groups[0].base.teachers if plan.groups else ())
+    before = {g.key: {n: s == "complete" for n, s in group_states(g, store).items()} for g in plan.groups}
+    del store
+    if workers is None and not scheduler:
+        for group in plan.groups:
+            start = time.perf_counter()
+            try:
+                yield run_group_task(group, IN_PROCESS)
+            except Exception as e:  # noqa: BLE001 - one group's bug must not hide the others' results
+                log.debug("group %s failed", group.key, exc_info=True)
+                yield _failed(group, e, IN_PROCESS, time.perf_counter() - start, before[group.key])
+        return
+
+    from distributed import as_completed
+
+    with sweep_client(workers, scheduler, retries, gpus) as client:
+        resources = {"GPU": 1} if _gpu_restricted(client) else None
+        where = f"scheduler {client.scheduler.address}"
+        submitted = time.perf_counter()
+        futures = {client.submit(run_group_task, group, key=f"rise-sweep-{group.key}-{uuid.uuid4().hex[:8]}",
+                                 pure=False, retries=retries, resources=resources): group
+                   for group in plan.groups}
+        for future in as_completed(futures):
+            group = futures[future]
+            try:
+                yield future.result()
+            except BaseException as e:  # noqa: BLE001 - KilledWorker, a bug in the task, a cancelled future
+                if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                    raise
+                log.debug("group %s failed", group.key, exc_info=True)
+                yield _failed(group, e, where, time.perf_counter() - submitted, before[group.key])
+
+
+def totals(outcomes: list[Outcome]) -> dict[str, int]:
+    return {state: sum(o.count(state) for o in outcomes) for state in ("done", "skipped", "failed")}
+
+
+def describe(outcome: Outcome) -> str:
+    """One line per finished group: what it did, its wall time, where it ran."""
+    where = outcome.where if outcome.where == IN_PROCESS else f"on {outcome.where}"
+    resumed = f" ({outcome.resumed} resumed)" if outcome.resumed else ""
+    if outcome.error is None:
+        return (f"{outcome.key}: {outcome.count('done')} done{resumed}, {outcome.count('skipped')} skipped in "
+                f"{outcome.seconds:.1f} s {where}")
+    return (f"{outcome.key}: FAILED after {outcome.seconds:.1f} s {where} "
+            f"({outcome.count('done')} done, {outcome.count('skipped')} skipped, "
+            f"{outcome.count('failed')} failed): {outcome.error}")
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """The final table: group, members done/skipped/failed, seconds, where."""
+    rows = [("group", "done", "skipped", "failed", "seconds", "where")]
+    rows += [(o.key, str(o.count("done")), str(o.count("skipped")), str(o.count("failed")), f"{o.seconds:.1f}",
+              o.where) for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)] + [r[5]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,334 @@
+"""`rise-pipeline sweep run`: dvc.yaml's distill matrix as dask tasks, in-process, on a local cluster of worker
+processes, or on an existing scheduler; a killed worker's group is rerun and resumes; `dvc commit` afterwards
+leaves nothing for `dvc repro` to do.
+
+Data: the tiny real work folder of tests/distill_fixtures.py (3 domains, 2 classes, random-weight teacher);
+sweeps of 2 held-out domains x 1 seed x 2 methods, 2 epochs of the tiny `test_resnet`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from distributed import Client, LocalCluster, WorkerPlugin
+
+import pipeline.sweep as sweep_module
+from pipeline.sweep import local_cluster, plan, run_sweep
+from tests.distill_fixtures import shared_work
+from tests.dvc_fixtures import ROOT, make_repo, repro, run
+
+
+def _inproc(cli, argv) -> tuple[int, str, str]:
+    """`rise-pipeline ARGV` in this process through the shared harness: (exit code, stdout, stderr)."""
+    r = cli(*argv, in_process=True)
+    return r.code, r.out, r.err
+
+MEMBERS = {"cartoon-0/erm-cfg0", "cartoon-0/rise-cfg0", "photo-0/erm-cfg0", "photo-0/rise-cfg0"}
+
+
+def _params(work, **sweep) -> dict:
+    return {"data": {"work": str(work)},
+            "distill": {"student": "test_resnet", "pretrained": False, "epochs": 2, "image_size": 32,
+                        "batch_size": 8, "workers": 0, "device": "cpu", "lr": 0.01},
+            "sweep": {"domains": ["cartoon", "photo"], "methods": ["erm", "rise"], "seeds": [0], "grid": [{}],
+                      **sweep},
+            "report": {"teacher_row": False}}
+
+
+def _project(folder: Path, params: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def _results(folder: Path) -> dict[str, tuple[str, list[list[str]]]]:
+    """Per member `<group>/<member>`: metrics.json's text and epochs.csv's rows."""
+    runs = folder / "data" / "runs"
+    return {f"{p.parent.parent.name}/{p.parent.name}": (p.read_text(),
+                                                        list(csv.reader((p.parent / "epochs.csv").open())))
+            for p in runs.glob("*/*/metrics.json")}
+
+
+def _assert_same(results: dict, reference: dict) -> None:
+    """metrics.json identical; epochs.csv equal up to float summation order (torch's CPU thread count may
+    differ between a worker and this process)."""
+    assert set(results) == set(reference) == MEMBERS
+    for name, (metrics, rows) in results.items():
+        assert metrics == reference[name][0], name
+        ref_rows = reference[name][1]
+        assert rows[0] == ref_rows[0] and len(rows) == len(ref_rows), name
+        for row, ref in zip(rows[1:], ref_rows[1:], strict=True):
+            assert [float(v) for v in row] == pytest.approx([float(v) for v in ref], rel=1e-5, abs=1e-6), name
+
+
+def _lines(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+@pytest.fixture(scope="module")
+def work():
+    return shared_work(2)
+
+
+@pytest.fixture(scope="module")
+def reference(work, tmp_path_factory):
+    """The sweep trained in this process (the library call `sweep run` makes without a cluster), with one
+    torch thread like a dask worker's."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("in_process")
+    params = _project(folder, _params(work))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        outcomes = list(run_sweep(plan(yaml.safe_load(params.read_text()), folder)))
+    finally:
+        torch.set_num_threads(threads)
+    assert [(o.key, o.count("done"), o.where, o.error) for o in outcomes] == \
+        [("cartoon-0", 2, "in-process", None), ("photo-0", 2, "in-process", None)]
+    return folder, _results(folder)
+
+
+def test_in_process_rerun_skips_complete_members_and_reports(reference, capsys, cli):
+    folder, results = reference
+    assert set(results) == MEMBERS
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(folder / "params.yaml")])
+    assert code == 0, out
+    assert _lines(out, "cartoon-0: ") == [_lines(out, "cartoon-0: ")[0]]
+    assert "cartoon-0: 0 done, 2 skipped in " in out and out.count(" s in-process\n") == 2
+    table = out[out.index("group "):].splitlines()
+    assert table[0].split() == ["group", "done", "skipped", "failed", "seconds", "where"]
+    assert table[1].split()[:4] == ["cartoon-0", "0", "2", "0"] and table[1].endswith("in-process")
+    assert "| erm |" in out and "| rise |" in out  # the report's table
+    assert out.rstrip().splitlines()[-1] == "sweep: 0 done, 4 skipped, 0 failed"
+    assert (folder / "data/report/results.md").is_file() and (folder / "data/report/metrics.json").is_file()
+    assert _results(folder) == results  # nothing retrained
+
+
+@pytest.mark.slow
+def test_local_cluster_of_worker_processes_gives_the_in_process_results(reference, work, tmp_path, capsys, cli):
+    params = _project(tmp_path, _params(work))
+    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params), "--workers", "2"])
+    assert code == 0, out + err
+    for key in ("cartoon-0", "photo-0"):
+        [line] = _lines(out, f"{key}: ")
+        assert line.startswith(f"{key}: 2 done, 0 skipped in ") and " s on tcp://127.0.0.1:" in line
+    assert out.rstrip().splitlines()[-1] == "sweep: 4 done, 0 skipped, 0 failed"
+    _assert_same(_results(tmp_path), reference[1])
+    report = (tmp_path / "data/report/results.md").read_text()
+    assert report.replace(str(tmp_path), "P") == \
+        (reference[0] / "data/report/results.md").read_text().replace(str(reference[0]), "P")
+
+
+class BlockOnce(WorkerPlugin):
+    """On every worker: log each `Trainer.begin_epoch` (pid, domain, method, epochs done) and, the first time
+    any member is about to start its second epoch, write this process's pid to `blocked` and wait to be
+    killed. Only one worker ever blocks (`claimed` is created with O_EXCL): the rerun of its group goes on."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def setup(self, worker):
+        import pipeline.distill.trainer as trainer_module
+
+        real = trainer_module.Trainer.begin_epoch
+        if getattr(real, "blocking", False):
+            return
+        folder = Path(self.folder)
+
+        def begin_epoch(trainer):
+            with open(folder / "calls", "a") as f:
+                cfg = trainer.cfg
+                f.write(f"{os.getpid()} {cfg.target_domain} {cfg.method} {len(trainer.history)}\n")
+            if len(trainer.history) == 1:
+                try:
+                    os.close(os.open(folder / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                    first = True
+                except FileExistsError:
+                    first = False
+                if first:
+                    (folder / "blocked.tmp").write_text(f"{os.getpid()} {trainer.cfg.target_domain}")
+                    os.replace(folder / "blocked.tmp", folder / "blocked")
+                    time.sleep(60)
+                    raise RuntimeError("the test never killed this worker")
+            return real(trainer)
+
+        begin_epoch.blocking = True
+        trainer_module.Trainer.begin_epoch = begin_epoch
+
+
+def _kill_when_blocked(folder: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (folder / "blocked").exists():
+            pid = int((folder / "blocked").read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)
+            (folder / "killed").write_text(str(pid))
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_group_whose_worker_is_killed_is_rerun_and_resumes(reference, work, tmp_path, capsys, cli):
+    params = _project(tmp_path / "project", _params(work))
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
+        client.register_plugin(BlockOnce(str(flags)))
+        killer = threading.Thread(target=_kill_when_blocked, args=(flags,), daemon=True)
+        killer.start()
+        code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params), "--scheduler",
+                                  cluster.scheduler_address])
+        killer.join(timeout=5)
+    assert (flags / "killed").exists(), out + err
+    assert code == 0, out + err
+    assert out.rstrip().splitlines()[-1] == "sweep: 4 done, 0 skipped, 0 failed"
+    _assert_same(_results(tmp_path / "project"), reference[1])
+    # The killed group was rerun in another process and resumed from its epoch-1 checkpoints.
+    killed_pid, domain = (flags / "blocked").read_text().split()
+    calls = [line.split() for line in (flags / "calls").read_text().splitlines()]
+    rerun = [int(epochs) for pid, dom, _, epochs in calls if dom == domain and pid != killed_pid]
+    assert rerun and set(rerun) == {1}, calls
+    [line] = _lines(out, f"{domain}-0: ")
+    assert line.startswith(f"{domain}-0: 2 done (2 resumed), 0 skipped in "), line
+
+
+def test_dry_run_lists_every_member_with_its_state(reference, work, tmp_path, capsys, cli):
+    folder = tmp_path / "p"
+    shutil.copytree(reference[0] / "data/runs", folder / "data/runs")
+    (folder / "data/runs/photo-0/rise-cfg0/metrics.json").unlink()  # killed in its last epoch: has last.pt
+    params = _project(folder, _params(work, grid=[{}, {"w_dist": 2.0}]))
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params), "--dry-run"])
+    assert code == 0, out
+    states = {}
+    group = None
+    for line in out.splitlines():
+        if line.startswith("  "):
+            name, state = line.split(None, 1)
+            states[f"{group}/{name}"] = state
+        elif line.endswith(")") and "(" in line and not line.startswith("dry run"):
+            group = line.split()[0]
+    assert states == {"cartoon-0/erm-cfg0": "complete", "cartoon-0/rise-cfg0": "complete",
+                      "photo-0/erm-cfg0": "complete", "photo-0/rise-cfg0": "partial (has last.pt)",
+                      "cartoon-0/erm-cfg1": "to run", "cartoon-0/rise-cfg1": "to run",
+                      "photo-0/erm-cfg1": "to run", "photo-0/rise-cfg1": "to run"}
+    assert out.rstrip().splitlines()[-1] == "dry run: 2 group(s), 8 member(s): 3 complete, 1 partial, 4 to run"
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing trained or written
+    # Another distill config: the complete runs and the checkpoints are stale.
+    _project(folder, _params(work) | {"distill": {**_params(work)["distill"], "lr": 0.05}})
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params), "--dry-run"])
+    assert "complete" not in out.split("dry run:")[0]
+    assert "  rise-cfg0  to run (checkpoints of another config: discarded)" in out
+
+
+def test_one_failed_group_never_hides_the_others(reference, work, tmp_path, capsys, cli):
+    folder = tmp_path / "p"
+    shutil.copytree(reference[0] / "data/runs", folder / "data/runs")
+    params = _project(folder, _params(work, domains=["cartoon", "nowhere", "photo"]))
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params)])
+    assert code == 1
+    [line] = _lines(out, "nowhere-0: ")
+    assert line.startswith("nowhere-0: FAILED after ") and "2 failed" in line and "'nowhere'" in line
+    assert "| erm |" in out  # the report of the groups that are complete
+    assert out.rstrip().splitlines()[-1] == "sweep: 0 done, 4 skipped, 2 failed"
+
+
+def test_a_store_the_worker_cannot_read_fails_each_group_with_one_line(work, tmp_path, capsys, cli):
+    missing = tmp_path / "elsewhere" / "work"
+    params = _project(tmp_path / "p", _params(missing))
+    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params)])
+    assert code == 1 and "Traceback" not in out + err
+    for key in ("cartoon-0", "photo-0"):
+        [line] = _lines(out, f"{key}: ")
+        assert line.endswith(f"cannot read the store {missing / 'embeddings.h5'} on in-process "
+                             "(sweep run needs WORK and the runs folder on a file system every worker sees)")
+    assert "report: no complete run in this sweep" in out
+    assert out.rstrip().splitlines()[-1] == "sweep: 0 done, 0 skipped, 4 failed"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"], "give one of them"),
+    (["--scheduler", "tcp://127.0.0.1:1"], "cannot reach dask scheduler tcp://127.0.0.1:1: "),
+    (["--scheduler", "no-port"], "cannot reach dask scheduler no-port: "),
+    (["--workers", "0"], "--workers must be >= 1"),
+])
+def test_cluster_options_errors_are_one_line(args, message, work, tmp_path, capsys, cli, monkeypatch):
+    monkeypatch.setattr(sweep_module, "CONNECT_TIMEOUT", "1s")
+    params = _project(tmp_path, _params(work))
+    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params), *args])
+    assert code == 2 and out == ""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not (tmp_path / "data/runs").exists() or not any((tmp_path / "data/runs").iterdir())
+
+
+def test_gpu_workers_see_one_device_each_and_declare_it(tmp_path):
+    """With GPUs the local cluster gives worker i its own CUDA_VISIBLE_DEVICES and the resource GPU=1 (checked
+    here with made-up device ids: no GPU is touched)."""
+    with local_cluster(3, ["4", "6"]) as cluster, Client(cluster) as client:
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(seen.values()) == ["4", "4", "6"]
+        info = client.scheduler_info()["workers"].values()
+        assert [w["resources"] for w in info] == [{"GPU": 1}] * 3
+        assert sweep_module._gpu_restricted(client)
+        assert client.submit(lambda: 1, resources={"GPU": 1}).result() == 1
+
+
+def test_sweep_grid_and_the_short_form_are_the_same_command(capsys, cli):
+    results = [_inproc(cli, ["sweep", *args]) for args in
+               (["grid", "pacs", "--dry-run"], ["pacs", "--dry-run"], ["--dry-run", "pacs"])]
+    assert results[0][0] == 0 and results[0][1].startswith("dvc exp run -n sweep-pacs -S 'sweep.grid=[")
+    assert results[0][:2] == results[1][:2] == results[2][:2]
+    code, _, err = _inproc(cli, ["sweep", "nosuch"])
+    assert code == 2 and err.count("\n") == 1
+
+
+# --- DVC: sweep run + dvc commit leave nothing to repro -----------------------------------------------------
+
+
+def _dvc_params() -> dict:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"] = {"root": "data/images", "work": "data/work"}
+    p["world"]["enabled"] = False
+    p["teacher"]["enabled"] = False
+    p["shard"].update(shard_size=4, workers=1)
+    p["embed"].update(model="RISE-micro-ViT", pretrained="random", views=1, batch_size=32, workers=0,
+                      templates=["a photo of a {}."])
+    p["distill"].update(student="test_resnet", pretrained=False, epochs=1, image_size=32, batch_size=8,
+                        workers=0, device="cpu")
+    p["sweep"] = {"domains": ["photo", "sketch"], "methods": ["erm"], "seeds": [0], "grid": [{}]}
+    return p
+
+
+@pytest.mark.slow
+def test_sweep_run_then_dvc_commit_leaves_dvc_repro_nothing_to_do(tmp_path):
+    from pipeline.demo.world import WorldConfig, write_world
+
+    repo = make_repo(tmp_path / "repo", _dvc_params())
+    write_world(WorldConfig(per_cell=4, image_size=32, classes=["car", "fish"],
+                            domains=["cartoon", "photo", "sketch"]), repo / "data" / "images")
+    ran, _ = repro(repo, "world", "embed")  # stage one (and the placeholder world stage, off this path)
+    assert {"world", "shard", "embed"} <= ran
+    r = run(repo, ["rise-pipeline", "sweep", "run"])
+    assert r.stdout.rstrip().splitlines()[-1] == "sweep: 2 done, 0 skipped, 0 failed"
+    runs = repo / "data/runs"
+    assert sorted(str(p.parent.relative_to(runs)) for p in runs.glob("*/*/metrics.json")) == \
+        ["photo-0/erm-cfg0", "sketch-0/erm-cfg0"]
+    assert "distill@photo-0" in run(repo, ["dvc", "status"]).stdout  # DVC does not know these outputs yet
+    run(repo, ["dvc", "commit", "-f"])
+    status = run(repo, ["dvc", "status"]).stdout
+    assert "up to date" in status and "changed" not in status, status
+    ran, _ = repro(repo)
+    assert ran == set()
