@@ -182,7 +182,7 @@ def pretrain(model, tokenizer, corpus: ImageSet, cfg: PretrainConfig,
     model.eval()
     per_epoch = np.array(losses).reshape(cfg.epochs, steps_per_epoch).mean(axis=1)
     return {"steps": total, "loss_per_epoch": [round(float(v), 4) for v in per_epoch],
-            "logit_scale": round(float(model.logit_scale.exp()), 4)}
+            "logit_scale": round(float(model.logit_scale.detach().exp()), 4)}
 
 
 @torch.no_grad()
