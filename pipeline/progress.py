@@ -18,16 +18,20 @@ LOG_INTERVAL = 10.0  # seconds between progress lines when stderr is not a termi
 
 
 class _Lines:
-    """A file for tqdm that turns each redraw into one line (no carriage returns)."""
+    """A file for tqdm that turns each redraw into one line (no carriage returns), at most one line every
+    `LOG_INTERVAL` seconds: tqdm's own `mininterval` does not hold back the redraws that `set_postfix`
+    forces, which would otherwise print a line per training step."""
 
     def __init__(self, stream):
         self.stream = stream
-        self.start = time.monotonic()
+        self.last = time.monotonic()  # the first line only after LOG_INTERVAL seconds of work
 
     def write(self, text: str) -> None:
         text = text.replace("\r", "").replace("\x1b[A", "").strip()
-        if text and time.monotonic() - self.start >= LOG_INTERVAL:
+        now = time.monotonic()
+        if text and now - self.last >= LOG_INTERVAL:
             self.stream.write(text + "\n")
+            self.last = now
 
     def flush(self) -> None:
         self.stream.flush()

@@ -25,11 +25,12 @@ def tiny_params() -> dict:
     p["data"] = {"root": "data/images", "work": "data/work"}
     p["world"]["enabled"] = False
     p["teacher"]["enabled"] = False
+    p["student"]["enabled"] = False
     p["shard"].update(shard_size=4, workers=1)
     p["embed"].update(model="RISE-micro-ViT", pretrained="random", views=2, batch_size=32, workers=0,
                       templates=["a photo of a {}.", "a sketch of a {}."])
     p["distill"].update(student="test_resnet", pretrained=False, epochs=1, image_size=32, batch_size=16,
-                        workers=0, lr=0.01)
+                        workers=0, lr=0.01, checkpoint="")
     p["sweep"] = {"domains": ["sketch"], "methods": ["erm", "rise"], "seeds": [0], "grid": [{}]}
     return p
 
@@ -50,8 +51,9 @@ def _set(repo, section, **values):
 
 def test_first_repro_runs_every_stage(repo):
     ran, out = repro(repo)
-    assert ran == {"world", "teacher", "shard", *EVERYTHING_AFTER_EMBED}
-    assert (repo / "data/world/DISABLED.txt").exists()  # demo stages cost nothing with a real dataset
+    assert ran == {"world", "teacher", "student-pretrain", "shard", *EVERYTHING_AFTER_EMBED}
+    for stage in ("world", "teacher", "student"):  # demo stages cost nothing with a real dataset
+        assert sorted(p.name for p in (repo / "data" / stage).iterdir()) == ["DISABLED.txt"]
     assert sorted(p.name for p in (repo / "data/runs/sketch-0").iterdir()) == ["erm-cfg0", "rise-cfg0"]
     for key in ("sketch-0/erm-cfg0", "sketch-0/rise-cfg0"):
         m = json.loads((repo / "data/runs" / key / "metrics.json").read_text())

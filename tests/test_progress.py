@@ -37,6 +37,25 @@ def test_off_a_terminal_short_work_prints_nothing_and_long_work_prints_lines(mon
     assert "5/5" in lines[-1]
 
 
+def test_off_a_terminal_forced_redraws_keep_to_the_interval(monkeypatch):
+    """`set_postfix` redraws on every call; off a terminal that must not mean a line per step."""
+    import time
+
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL", 0.2)
+    pipe = _Pipe()
+    monkeypatch.setattr("sys.stderr", pipe)
+    bar = progress(total=100, desc="steps", unit="step")
+    t0 = time.monotonic()
+    for i in range(100):
+        time.sleep(0.01)
+        bar.update(1)
+        bar.set_postfix(loss=f"{1 / (i + 1):.3f}")
+    bar.close()
+    lines = pipe.getvalue().splitlines()
+    # at most one line per started interval of the time it took (a line per step would be 100)
+    assert 1 <= len(lines) <= (time.monotonic() - t0) / 0.2 + 1, lines
+
+
 def test_on_a_terminal_the_bar_redraws_in_place(monkeypatch):
     term = _Terminal()
     monkeypatch.setattr("sys.stderr", term)

@@ -303,11 +303,12 @@ def _dvc_params() -> dict:
     p["data"] = {"root": "data/images", "work": "data/work"}
     p["world"]["enabled"] = False
     p["teacher"]["enabled"] = False
+    p["student"]["enabled"] = False
     p["shard"].update(shard_size=4, workers=1)
     p["embed"].update(model="RISE-micro-ViT", pretrained="random", views=1, batch_size=32, workers=0,
                       templates=["a photo of a {}."])
     p["distill"].update(student="test_resnet", pretrained=False, epochs=1, image_size=32, batch_size=8,
-                        workers=0, device="cpu")
+                        workers=0, device="cpu", checkpoint="")
     p["sweep"] = {"domains": ["photo", "sketch"], "methods": ["erm"], "seeds": [0], "grid": [{}]}
     return p
 
@@ -319,8 +320,9 @@ def test_sweep_run_then_dvc_commit_leaves_dvc_repro_nothing_to_do(tmp_path):
     repo = make_repo(tmp_path / "repo", _dvc_params())
     write_world(WorldConfig(per_cell=4, image_size=32, classes=["car", "fish"],
                             domains=["cartoon", "photo", "sketch"]), repo / "data" / "images")
-    ran, _ = repro(repo, "world", "embed")  # stage one (and the placeholder world stage, off this path)
-    assert {"world", "shard", "embed"} <= ran
+    # stage one, and the placeholder demo stages (off for a real dataset; distill depends on data/student)
+    ran, _ = repro(repo, "world", "student-pretrain", "embed")
+    assert {"world", "student-pretrain", "shard", "embed"} <= ran
     r = run(repo, ["rise-pipeline", "sweep", "run"])
     assert r.stdout.rstrip().splitlines()[-1] == "sweep: 2 done, 0 skipped, 0 failed"
     runs = repo / "data/runs"
