@@ -2,7 +2,13 @@
 
 One run prints, side by side: the wall time of the N runs trained one by one (`rise-pipeline distill` per
 member), of the same N members trained as one group (`--method ... --grid ...`: each batch read, decoded and
-replayed once), their ratio, and whether every member's metrics equal its run alone (they must).
+replayed once), their ratio, and whether every member's metrics equal its run alone (they must). It also
+splits the cost: N runs alone cost N x (shared + member), a group shared + N x member, where `shared` is what
+a group pays once (the data path: reads, decodes, view replays, targets; the store checks and set-up) and
+`member` what each student costs itself (its steps, evaluation forwards, checkpoints). From the two measured
+times: shared = (T_alone - T_group) / (N - 1), member = T_alone / N - shared; the speed-up of a group of any
+size stays below (shared + member) / member. The data path alone (every training and evaluation batch of a
+run read, decoded and replayed with its targets, no model) is timed separately, as a check on `shared`.
 
     .venv/bin/python benchmarks/bench_group.py                       # the demo's student, 6 members, CPU
     .venv/bin/python benchmarks/bench_group.py --preset resnet50     # ResNet-50 at 112 px, 3 members, CPU
@@ -28,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 PRESETS = {
     "demo": dict(per_cell=50, world_size=64, teacher="RISE-tiny-RN", student="test_resnet", image_size=32,
                  batch_size=16, epochs=2, methods=["erm", "kd", "rise"], grid=[{}, {"w_dist": 2.0}], device="cpu"),
-    "resnet50": dict(per_cell=8, world_size=112, teacher="RISE-tiny-RN", student="resnet50", image_size=112,
+    "resnet50": dict(per_cell=24, world_size=112, teacher="RISE-tiny-RN", student="resnet50", image_size=112,
                      batch_size=32, epochs=1, methods=["erm", "kd", "rise"], grid=[{}], device="cpu"),
     "gpu": dict(per_cell=100, world_size=224, teacher="ViT-B-16", student="resnet50", image_size=224,
                 batch_size=128, epochs=1, methods=["erm", "kd", "rise"], grid=[{}, {"w_dist": 2.0}],
@@ -42,7 +48,9 @@ def _plain(metrics: dict) -> dict:
     return json.loads(json.dumps(metrics))
 
 
-def bench(work: Path, tmp: Path, p: dict) -> dict:
+def bench(work: Path, tmp: Path, p: dict, repeats: int = 1) -> dict:
+    """N runs one by one, then the same N as one group, `repeats` times in alternation (fresh folders each
+    time); each wall time is the best of its repeats, the least disturbed figure on a shared machine."""
     from pipeline.distill.config import DistillConfig
     from pipeline.distill.step import run, run_group
 
@@ -51,19 +59,41 @@ def bench(work: Path, tmp: Path, p: dict) -> dict:
                          image_size=p["image_size"], batch_size=p["batch_size"], workers=0, device=p["device"])
     # warm-up: allocator, page cache, cudnn autotuning
     run(DistillConfig(**{**base.__dict__, "epochs": 1}), work, tmp / "warm")
-    t = time.perf_counter()
-    alone = {}
-    for method in p["methods"]:
-        for i, entry in enumerate(p["grid"]):
-            cfg = DistillConfig(**{**base.__dict__, **entry, "method": method})
-            alone[f"{method}-cfg{i}"] = run(cfg, work, tmp / "alone" / f"{method}-cfg{i}")
-    t_alone = time.perf_counter() - t
-    t = time.perf_counter()
-    group = run_group(base, p["methods"], p["grid"], work, tmp / "group")
-    t_group = time.perf_counter() - t
-    same = all(_plain(group[n]) == _plain(alone[n]) for n in alone)
+    t_alone, t_group, same = [], [], True
+    for rep in range(repeats):
+        t = time.perf_counter()
+        alone = {}
+        for method in p["methods"]:
+            for i, entry in enumerate(p["grid"]):
+                cfg = DistillConfig(**{**base.__dict__, **entry, "method": method})
+                alone[f"{method}-cfg{i}"] = run(cfg, work, tmp / f"alone{rep}" / f"{method}-cfg{i}")
+        t_alone.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        group = run_group(base, p["methods"], p["grid"], work, tmp / f"group{rep}")
+        t_group.append(time.perf_counter() - t)
+        same = same and all(_plain(group[n]) == _plain(alone[n]) for n in alone)
     n_train = next(iter(group.values()))["n_train"]
-    return {"members": len(group), "alone": t_alone, "group": t_group, "same": same, "n_train": n_train}
+    return {"members": len(group), "alone": min(t_alone), "group": min(t_group), "same": same, "n_train": n_train,
+            "alone_all": t_alone, "group_all": t_group}
+
+
+def data_pass_seconds(work: Path, p: dict) -> float:
+    """One run's data path alone: every planned training batch and every evaluation batch of its epochs read
+    by offset, decoded and replayed, with the store's targets, exactly as a run reads them, but no model."""
+    from pipeline.distill.data import RunData
+    from pipeline.store import verify_store
+
+    store = verify_store(work)
+    target = store.domain_names.index("cartoon")
+    sources = [i for i in range(len(store.domain_names)) if i != target]
+    data = RunData(work, store, sources, target, p["image_size"], 0, p["batch_size"])
+    t = time.perf_counter()
+    for epoch in range(p["epochs"]):
+        for _ in data.train_loader(epoch):
+            pass
+        for _ in data.eval_loader():
+            pass
+    return time.perf_counter() - t
 
 
 def online_epoch_seconds(work: Path, p: dict) -> float:
@@ -78,6 +108,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     ap.add_argument("--small", action="store_true", help="CPU smoke test (same as --preset small)")
+    ap.add_argument("--repeats", type=int, default=2, help="alone/group measurements in alternation; best of each")
     a = ap.parse_args(argv)
     name = "small" if a.small else a.preset
     p = PRESETS[name]
@@ -94,14 +125,23 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         work = build_work(tmp, p["per_cell"], p["world_size"], p["teacher"], max(3, p["epochs"]), p["device"])
         built = time.perf_counter() - t0
-        r = bench(work, tmp, p)
+        r = bench(work, tmp, p, 1 if a.small else max(1, a.repeats))
+        data = data_pass_seconds(work, p)
         members = r["members"]
         roster = ", ".join(p["methods"]) + f" x {len(p['grid'])} config(s)"
         print(f"\n{name}: {p['student']} @ {p['image_size']} px, batch {p['batch_size']}, {p['epochs']} epoch(s), "
               f"{r['n_train']} training images, {p['device']}; members {roster}")
-        print(f"  {members} runs one by one      {r['alone']:8.1f} s")
-        print(f"  one group of {members} members   {r['group']:8.1f} s   speed-up {r['alone'] / r['group']:.2f}x")
+        every = "" if len(r["alone_all"]) == 1 else "   (best of " + ", ".join(f"{t:.1f}" for t in r["alone_all"]) + ")"
+        print(f"  {members} runs one by one      {r['alone']:8.1f} s{every}")
+        every = "" if len(r["group_all"]) == 1 else "   (best of " + ", ".join(f"{t:.1f}" for t in r["group_all"]) + ")"
+        print(f"  one group of {members} members   {r['group']:8.1f} s   speed-up {r['alone'] / r['group']:.2f}x{every}")
         print(f"  every member's metrics equal its run alone: {'yes' if r['same'] else 'NO'}")
+        per_run = r["alone"] / members
+        shared = (r["alone"] - r["group"]) / (members - 1) if members > 1 else 0.0
+        member = per_run - shared
+        print(f"  per run: shared {shared:.2f} s ({100 * shared / per_run:.0f} %; data path alone, no model: "
+              f"{data:.2f} s), each member {member:.2f} s; no group size can exceed "
+              f"{per_run / member:.2f}x" if member > 0 else f"  per run: shared {shared:.2f} s")
         if p["device"] == "cuda":
             online = online_epoch_seconds(work, p) * p["epochs"] * members
             print(f"  {members} runs with the teacher online (reference loop, estimated from one epoch x {members}) "
