@@ -16,6 +16,9 @@ import yaml
 from pipeline.demo.world import WorldConfig, write_world
 from tests.dvc_fixtures import ROOT, make_repo, repro, run, write_params
 
+# The real `dvc repro` several times over: the longest module of the suite (`pytest -m "not slow"` skips it).
+pytestmark = pytest.mark.slow
+
 DISTILL_RUNS = {"distill@sketch-0"}  # one group: every method x grid config of (sketch, seed 0)
 EVERYTHING_AFTER_EMBED = {"embed", *DISTILL_RUNS, "report"}
 

@@ -31,8 +31,9 @@ class DistillConfig:
     target_domain: str = field("", "Held-out domain: tested on whole, never trained on (required).")
     method: str = field("rise", "Which loss terms are on (docs/method.md).", choices=METHODS)
     student: str = field("resnetv2_50x1_bit.goog_in21k_ft_in1k", "timm model name of the student backbone.")
-    pretrained: bool = field(True, "Start the backbone from pretrained weights: timm's ImageNet weights (must be in "
-                                   "the local cache), or the checkpoint file when one is given.")
+    pretrained: bool = field(True, "Start the backbone from pretrained weights: timm's ImageNet weights (the HF hub, "
+                                   "or offline its local cache with HF_HUB_OFFLINE=1), or the checkpoint file when "
+                                   "one is given.")
     checkpoint: str = field("", "Local weights file for the backbone (a timm state_dict: .pth, .bin or "
                                 ".safetensors), loaded through timm instead of the hub's weights when pretrained "
                                 "is true. Empty: timm's own weights.")

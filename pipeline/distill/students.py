@@ -20,8 +20,6 @@ from torch import nn
 from ..errors import UserError
 from ..hub import hub_weights, timm_files
 
-# RISE's reference student (ImageNet-21k BiT ResNet-50 v2).
-DEFAULT_STUDENT = "resnetv2_50x1_bit.goog_in21k_ft_in1k"
 _NO_HUB = "train from scratch with --no-pretrained (distill.pretrained: false)"
 
 
