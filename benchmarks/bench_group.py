@@ -14,6 +14,7 @@ run read, decoded and replayed with its targets, no model) is timed separately, 
     .venv/bin/python benchmarks/bench_group.py --preset resnet50     # ResNet-50 at 112 px, 3 members, CPU
     .venv/bin/python benchmarks/bench_group.py --preset gpu          # ResNet-50 at 224 px bf16, 6 members, and
                                                                      # the online-teacher loop (needs CUDA)
+    .venv/bin/python benchmarks/bench_group.py --cli                 # also as N commands vs one (processes)
     .venv/bin/python benchmarks/bench_group.py --small               # CPU smoke test (seconds)
 """
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,6 +80,45 @@ def bench(work: Path, tmp: Path, p: dict, repeats: int = 1) -> dict:
             "alone_all": t_alone, "group_all": t_group}
 
 
+def _best(times: list[float]) -> str:
+    return "" if len(times) == 1 else "   (best of " + ", ".join(f"{t:.1f}" for t in times) + ")"
+
+
+def _flags(entry: dict) -> list[str]:
+    """A grid entry as distill flags: {"w_dist": 2.0} -> ["--w-dist", "2.0"]."""
+    return [a for k, v in entry.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def cli_seconds(work: Path, tmp: Path, p: dict, repeats: int = 1) -> tuple[list[float], list[float], bool]:
+    """The same comparison as a user runs it: N `rise-pipeline distill` commands, one per member, against one
+    command for the group (`--method a,b,c --grid JSON`), each its own process (imports, store checks and
+    all), `repeats` times in alternation. Returns (the N commands' seconds, the group command's seconds, one
+    figure per repeat, and whether every metrics.json equals its command alone)."""
+    common = ["--work", str(work), "--target-domain", "cartoon", "--student", p["student"], "--no-pretrained",
+              "--epochs", str(p["epochs"]), "--image-size", str(p["image_size"]), "--batch-size",
+              str(p["batch_size"]), "--workers", "0", "--device", p["device"]]
+    env = {**os.environ, "RISE_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+
+    def distill(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "stages.cli", "-q", "distill", *common, *args], cwd=ROOT, env=env,
+                       check=True, capture_output=True)
+
+    t_alone, t_group, same = [], [], True
+    for rep in range(repeats):
+        alone, group = tmp / f"cli-alone{rep}", tmp / f"cli-group{rep}"
+        t = time.perf_counter()
+        for method in p["methods"]:
+            for i, entry in enumerate(p["grid"]):
+                distill("--out", str(alone / f"{method}-cfg{i}"), "--method", method, *_flags(entry))
+        t_alone.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        distill("--out", str(group), "--method", ",".join(p["methods"]), "--grid", json.dumps(p["grid"]))
+        t_group.append(time.perf_counter() - t)
+        same = same and all(json.loads((alone / d.name / "metrics.json").read_text())
+                            == json.loads((d / "metrics.json").read_text()) for d in group.iterdir() if d.is_dir())
+    return t_alone, t_group, same
+
+
 def data_pass_seconds(work: Path, p: dict) -> float:
     """One run's data path alone: every planned training batch and every evaluation batch of its epochs read
     by offset, decoded and replayed, with the store's targets, exactly as a run reads them, but no model."""
@@ -109,6 +151,8 @@ def main(argv=None) -> None:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     ap.add_argument("--small", action="store_true", help="CPU smoke test (same as --preset small)")
     ap.add_argument("--repeats", type=int, default=2, help="alone/group measurements in alternation; best of each")
+    ap.add_argument("--cli", action="store_true",
+                    help="also time N `rise-pipeline distill` commands against one group command (a process each)")
     a = ap.parse_args(argv)
     name = "small" if a.small else a.preset
     p = PRESETS[name]
@@ -131,17 +175,25 @@ def main(argv=None) -> None:
         roster = ", ".join(p["methods"]) + f" x {len(p['grid'])} config(s)"
         print(f"\n{name}: {p['student']} @ {p['image_size']} px, batch {p['batch_size']}, {p['epochs']} epoch(s), "
               f"{r['n_train']} training images, {p['device']}; members {roster}")
-        every = "" if len(r["alone_all"]) == 1 else "   (best of " + ", ".join(f"{t:.1f}" for t in r["alone_all"]) + ")"
-        print(f"  {members} runs one by one      {r['alone']:8.1f} s{every}")
-        every = "" if len(r["group_all"]) == 1 else "   (best of " + ", ".join(f"{t:.1f}" for t in r["group_all"]) + ")"
-        print(f"  one group of {members} members   {r['group']:8.1f} s   speed-up {r['alone'] / r['group']:.2f}x{every}")
+        print(f"  {members} runs one by one      {r['alone']:8.1f} s{_best(r['alone_all'])}")
+        print(f"  one group of {members} members   {r['group']:8.1f} s   speed-up {r['alone'] / r['group']:.2f}x"
+              f"{_best(r['group_all'])}")
         print(f"  every member's metrics equal its run alone: {'yes' if r['same'] else 'NO'}")
         per_run = r["alone"] / members
         shared = (r["alone"] - r["group"]) / (members - 1) if members > 1 else 0.0
         member = per_run - shared
-        print(f"  per run: shared {shared:.2f} s ({100 * shared / per_run:.0f} %; data path alone, no model: "
-              f"{data:.2f} s), each member {member:.2f} s; no group size can exceed "
-              f"{per_run / member:.2f}x" if member > 0 else f"  per run: shared {shared:.2f} s")
+        if shared > 0 and member > 0:
+            print(f"  per run: shared {shared:.2f} s ({100 * shared / per_run:.0f} %; data path alone, no model: "
+                  f"{data:.2f} s), each member {member:.2f} s; no group size can exceed {per_run / member:.2f}x")
+        else:
+            print(f"  per run: no shared cost measurable above the noise (data path alone, no model: {data:.2f} s)")
+        if a.cli:
+            c_alone, c_group, c_same = cli_seconds(work, tmp, p, 1 if a.small else max(1, a.repeats))
+            print(f"  as commands: {members} x `rise-pipeline distill` {min(c_alone):8.1f} s{_best(c_alone)}")
+            print(f"  one group command {min(c_group):8.1f} s   speed-up {min(c_alone) / min(c_group):.2f}x"
+                  f"{_best(c_group)}; metrics equal: {'yes' if c_same else 'NO'} (each process imports torch, "
+                  f"timm and open_clip and checks the store)")
+            r["same"] = r["same"] and c_same
         if p["device"] == "cuda":
             online = online_epoch_seconds(work, p) * p["epochs"] * members
             print(f"  {members} runs with the teacher online (reference loop, estimated from one epoch x {members}) "

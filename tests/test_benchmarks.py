@@ -15,3 +15,11 @@ def test_group_benchmark_smoke_mode_runs_and_checks_exactness():
     assert r.returncode == 0, r.stderr[-2000:]
     assert "one group of 2 members" in r.stdout and "speed-up" in r.stdout
     assert "every member's metrics equal its run alone: yes" in r.stdout
+
+
+def test_group_benchmark_as_commands_compares_processes_and_their_metrics():
+    r = subprocess.run([sys.executable, "benchmarks/bench_group.py", "--small", "--cli"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stdout.splitlines() if "as commands" in ln or "one group command" in ln]
+    assert len(lines) == 2 and "metrics equal: yes" in lines[1], r.stdout
