@@ -31,6 +31,7 @@ from ..config import field
 from ..errors import UserError
 from . import world
 from .batch_augment import BatchAugment, augment, resize
+from .schedules import warmup_cosine
 
 # By default the corpus is photo-style, like ImageNet: the benchmark's other styles stay unseen.
 PRETRAIN_DOMAINS = ("photo",)
@@ -101,12 +102,6 @@ def render_set(cfg: StudentPretrainConfig, seed: int, per_class: int, image_size
     return ImageSet(torch.stack(images), torch.tensor(labels))
 
 
-def _schedule(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def create(cfg: StudentPretrainConfig, n_classes: int):
     """The timm model with a classifier for the corpus, and its own input normalisation (as distill's
     student normalises: the backbone's mean / std)."""
@@ -128,7 +123,7 @@ def pretrain(model, normalize, corpus: ImageSet, cfg: StudentPretrainConfig, pro
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.momentum > 0)
     aug = BatchAugment(crop_scale=cfg.crop_scale)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, max(1, int(cfg.warmup * total))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, max(1, int(cfg.warmup * total))))
     model.train()
     losses, hits = [], []
     bar = progress(total) if progress else None

@@ -23,6 +23,7 @@ from ..errors import UserError
 from . import world
 from .batch_augment import BatchAugment, augment
 from .models import register_project_models
+from .schedules import warmup_cosine
 
 # Zero-shot prompts in the world's own caption styles (the way CLIP's templates echo web captions).
 TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "a sketch of a {}.", "a cartoon of a {}.",
@@ -103,12 +104,6 @@ def render_set(wcfg: world.WorldConfig, seed: int, per_cell: int, preprocess, pr
     return ImageSet(torch.stack(images), captions, torch.tensor(labels), domains)
 
 
-def _schedule(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def logit_scale_at(step: int, total: int, start: float, end: float) -> float:
     """The scheduled logit scale after `step` of `total` steps: log-linear from `start` to `end`."""
     return math.exp(math.log(start) + (math.log(end) - math.log(start)) * min(1.0, step / max(1, total)))
@@ -147,7 +142,7 @@ def pretrain(model, tokenizer, corpus: ImageSet, cfg: PretrainConfig,
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: _schedule(s, total, max(1, int(cfg.warmup * total))))
+        opt, lambda s: warmup_cosine(s, total, max(1, int(cfg.warmup * total))))
     loss_fn = open_clip.ClipLoss()
     start_scale = float(model.logit_scale.detach().exp())
     if cfg.logit_scale:
