@@ -51,6 +51,21 @@ def write_json(dest: str | os.PathLike, obj) -> None:
     write_text(dest, dumps_json(obj))
 
 
+def write_torch(dest: str | os.PathLike, obj) -> str:
+    """`torch.save(obj)` to `dest` atomically; returns the bytes' SHA-256. Serialised in memory first:
+    saved to a path, torch names the archive inside after the file -- here a random temporary name -- so
+    the same object would give other bytes on every write."""
+    import io as _io
+
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    write_bytes(dest, data)
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -43,7 +42,7 @@ def report(runs, out, params_path, sweep_only, work, **options):
     for line in comparison_lines(compare(result), cfg.decimals):
         if line.startswith("- "):  # the verdicts, each method against ERM
             click.echo(line)
-    check = json.loads((out / "metrics.json").read_text()).get("learning_check")
+    check = result.learning
     if check:
         click.echo(f"learning check: {check['passed']} of {check['runs']} selected runs pass (details: "
                    f"{out / 'results.md'})")

@@ -32,6 +32,22 @@ def make_repo(dest: Path, params: dict) -> Path:
     return dest
 
 
+def real_data_params(views: int, templates: list[str], batch_size: int, sweep: dict, **distill) -> dict:
+    """The project's params.yaml set up as for a real dataset in `data/images` (the demo stages off, as a
+    preset leaves them), with a random-weight RISE-micro-ViT teacher and a tiny from-scratch student."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"] = {"root": "data/images", "work": "data/work"}
+    for stage in ("world", "teacher", "student"):
+        p[stage]["enabled"] = False
+    p["shard"].update(shard_size=4, workers=1)
+    p["embed"].update(model="RISE-micro-ViT", pretrained="random", views=views, batch_size=32, workers=0,
+                      templates=templates)
+    p["distill"].update(student="test_resnet", pretrained=False, checkpoint="", epochs=1, image_size=32,
+                        batch_size=batch_size, workers=0, **distill)
+    p["sweep"] = sweep
+    return p
+
+
 def write_params(repo: Path, params: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

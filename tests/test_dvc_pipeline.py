@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipeline.demo.world import WorldConfig, write_world
-from tests.dvc_fixtures import ROOT, make_repo, repro, run, write_params
+from tests.dvc_fixtures import make_repo, real_data_params, repro, run, write_params
 
 # The real `dvc repro` several times over: the longest module of the suite (`pytest -m "not slow"` skips it).
 pytestmark = pytest.mark.slow
@@ -24,18 +24,8 @@ EVERYTHING_AFTER_EMBED = {"embed", *DISTILL_RUNS, "report"}
 
 
 def tiny_params() -> dict:
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["data"] = {"root": "data/images", "work": "data/work"}
-    p["world"]["enabled"] = False
-    p["teacher"]["enabled"] = False
-    p["student"]["enabled"] = False
-    p["shard"].update(shard_size=4, workers=1)
-    p["embed"].update(model="RISE-micro-ViT", pretrained="random", views=2, batch_size=32, workers=0,
-                      templates=["a photo of a {}.", "a sketch of a {}."])
-    p["distill"].update(student="test_resnet", pretrained=False, epochs=1, image_size=32, batch_size=16,
-                        workers=0, lr=0.01, checkpoint="")
-    p["sweep"] = {"domains": ["sketch"], "methods": ["erm", "rise"], "seeds": [0], "grid": [{}]}
-    return p
+    return real_data_params(views=2, templates=["a photo of a {}.", "a sketch of a {}."], batch_size=16, lr=0.01,
+                            sweep={"domains": ["sketch"], "methods": ["erm", "rise"], "seeds": [0], "grid": [{}]})
 
 
 @pytest.fixture(scope="module")

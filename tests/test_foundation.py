@@ -63,6 +63,19 @@ def _encode(im, fmt, **kw):
     return buf.getvalue()
 
 
+def test_write_torch_same_object_same_bytes_and_its_digest(tmp_path):
+    import torch
+
+    obj = {"w": torch.arange(6.0).view(2, 3), "meta": {"epoch": 3}}
+    da = pio.write_torch(tmp_path / "a.pt", obj)
+    db = pio.write_torch(tmp_path / "sub" / "b.pt", obj)  # another name, another folder: the same bytes
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "b.pt").read_bytes()
+    assert da == db == pio.sha256_file(tmp_path / "a.pt")
+    back = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert torch.equal(back["w"], obj["w"]) and back["meta"] == {"epoch": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "sub"]  # no temporary file left
+
+
 def test_decode_rgb_applies_exif_orientation():
     im = Image.new("RGB", (40, 20), "red")
     exif = Image.Exif()

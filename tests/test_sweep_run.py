@@ -24,7 +24,7 @@ from distributed import Client, LocalCluster, WorkerPlugin
 import pipeline.sweep as sweep_module
 from pipeline.sweep import local_cluster, plan, run_sweep
 from tests.distill_fixtures import shared_work
-from tests.dvc_fixtures import ROOT, make_repo, repro, run
+from tests.dvc_fixtures import make_repo, real_data_params, repro, run
 
 
 def _inproc(cli, argv) -> tuple[int, str, str]:
@@ -299,18 +299,8 @@ def test_sweep_grid_and_the_short_form_are_the_same_command(capsys, cli):
 
 
 def _dvc_params() -> dict:
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["data"] = {"root": "data/images", "work": "data/work"}
-    p["world"]["enabled"] = False
-    p["teacher"]["enabled"] = False
-    p["student"]["enabled"] = False
-    p["shard"].update(shard_size=4, workers=1)
-    p["embed"].update(model="RISE-micro-ViT", pretrained="random", views=1, batch_size=32, workers=0,
-                      templates=["a photo of a {}."])
-    p["distill"].update(student="test_resnet", pretrained=False, epochs=1, image_size=32, batch_size=8,
-                        workers=0, device="cpu", checkpoint="")
-    p["sweep"] = {"domains": ["photo", "sketch"], "methods": ["erm"], "seeds": [0], "grid": [{}]}
-    return p
+    return real_data_params(views=1, templates=["a photo of a {}."], batch_size=8, device="cpu",
+                            sweep={"domains": ["photo", "sketch"], "methods": ["erm"], "seeds": [0], "grid": [{}]})
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ import json
 import logging
 import shutil
 import time
-from io import BytesIO
 from pathlib import Path
 
 from .. import io
@@ -58,20 +57,21 @@ def run_world(cfg: demo_world.WorldConfig, out: Path, captions: Path | None = No
     return rows
 
 
+def _pretrain_bars() -> dict:
+    """The progress bars of both pretrainings: rendering (per image), training (per step)."""
+    return {"progress_items": lambda it: progress(it, desc="render", unit="img", leave=False),
+            "progress_steps": lambda n: progress(total=n, desc="pretrain", unit="step")}
+
+
 def run_pretrain(cfg: demo_teacher.PretrainConfig, wcfg: demo_world.WorldConfig, out: Path) -> dict | None:
     """Pretrain the demo CLIP into OUT/teacher.pt (an open_clip checkpoint: `--pretrained OUT/teacher.pt`
     loads it like any real one) and OUT/pretrain_report.json; returns the report."""
     if not cfg.enabled:
         write_placeholder(out, "teacher.enabled is false: embed.pretrained names a real CLIP.")
         return None
-    model, report = demo_teacher.run(
-        cfg, wcfg,
-        progress_items=lambda it: progress(it, desc="render", unit="img", leave=False),
-        progress_steps=lambda n: progress(total=n, desc="pretrain", unit="step"))
+    model, report = demo_teacher.run(cfg, wcfg, **_pretrain_bars())
     report["config"] = {"teacher": to_dict(cfg), "world": to_dict(wcfg)}
-    buf = BytesIO()  # torch.save to a path names its archive after the file, here a random temporary name
-    demo_teacher.save_checkpoint(model, buf, {"model": cfg.model, "zero_shot": report["zero_shot"]})
-    io.write_bytes(out / "teacher.pt", buf.getvalue())  # the same weights give the same bytes
+    demo_teacher.save_checkpoint(model, out / "teacher.pt", {"model": cfg.model, "zero_shot": report["zero_shot"]})
     io.write_json(out / "pretrain_report.json", report)
     zs = report["zero_shot"]
     log.info("teacher: %s pretrained on %d captioned images in %s s -> %s", cfg.model, report["corpus_size"],
@@ -88,17 +88,9 @@ def run_student_pretrain(cfg: demo_student.StudentPretrainConfig, wcfg: demo_wor
     if not cfg.enabled:
         write_placeholder(out, "student.enabled is false: the student starts from timm's own weights.")
         return None
-    import torch
-
-    state, report = demo_student.run(
-        cfg, wcfg,
-        progress_items=lambda it: progress(it, desc="render", unit="img", leave=False),
-        progress_steps=lambda n: progress(total=n, desc="pretrain", unit="step"))
-    buf = BytesIO()
-    torch.save(state, buf)
-    io.write_bytes(out / "backbone.pth", buf.getvalue())
+    state, report = demo_student.run(cfg, wcfg, **_pretrain_bars())
+    report["sha256"] = io.write_torch(out / "backbone.pth", state)
     report["config"] = {"student": to_dict(cfg), "world_image_size": wcfg.image_size}
-    report["sha256"] = io.sha256_file(out / "backbone.pth")
     io.write_json(out / "pretrain_report.json", report)
     log.info("student: %s (%d parameters) pretrained on %d images of %d other objects (%s) in %s s -> %s",
              cfg.model, report["parameters"], report["corpus_size"], len(cfg.classes), ", ".join(report["domains"]),

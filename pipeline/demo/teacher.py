@@ -20,6 +20,7 @@ import torch
 
 from ..config import field
 from ..errors import UserError
+from ..io import write_torch
 from . import world
 from .batch_augment import BatchAugment, augment
 from .models import register_project_models
@@ -202,10 +203,10 @@ def zero_shot(model, tokenizer, evalset: ImageSet, classes: list[str], templates
             "kd_target_entropy": round(float(entropy), 4)}
 
 
-def save_checkpoint(model, path, meta: dict) -> None:
-    """An open_clip checkpoint: {'state_dict': ...} plus plain metadata (loadable with weights_only), to a
-    path or a file object."""
-    torch.save({"state_dict": model.state_dict(), **meta}, path)
+def save_checkpoint(model, path, meta: dict) -> str:
+    """An open_clip checkpoint: {'state_dict': ...} plus plain metadata (loadable with weights_only), written
+    atomically with the same bytes for the same weights; returns its SHA-256."""
+    return write_torch(path, {"state_dict": model.state_dict(), **meta})
 
 
 def run(cfg: PretrainConfig, wcfg: world.WorldConfig, progress_items=None, progress_steps=None) -> tuple:

@@ -12,7 +12,6 @@ store (`store_identity`). Anything else is refused, or discarded under `restart_
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import re
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import atomic_path
+from ..io import write_torch
 from .config import result_differences
 
 log = logging.getLogger(__name__)
@@ -120,10 +119,7 @@ class Checkpointer:
     def _save(self, name: str, entries: dict) -> None:
         state = {"format": FORMAT, "config": self.config, "store": self.store_attrs, "store_id": self.store_id,
                  **entries}
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        with atomic_path(self.folder / name, suffix=".pt") as tmp:
-            tmp.write_bytes(buf.getvalue())
+        write_torch(self.folder / name, state)
 
     def save_last(self, training_state: dict) -> None:
         """`training_state`: model, optimizer, scheduler (state dicts), epochs_done, history, torch_rng."""

@@ -5,6 +5,7 @@ Light on purpose (no torch, no timm): the command line and its `--help` are gene
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,13 @@ def check_weight(name: str, value) -> float:
     return float(value)
 
 
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a weights file, once per version of it (inode, size, mtime): every member of a group names
+    the same file, which may be hundreds of MB."""
+    return sha256_file(path)
+
+
 def pin_checkpoint(cfg: DistillConfig) -> None:
     """Record the content of the local weights a run loads: `cfg.checkpoint_sha256` is set from the file (a
     run's identity is its result config, and the same path may come to hold other weights -- the demo's
@@ -100,7 +108,8 @@ def pin_checkpoint(cfg: DistillConfig) -> None:
     path = Path(cfg.checkpoint)
     if not path.is_file():
         raise UserError(f"student weights not found: {path} (distill.checkpoint)")
-    digest = sha256_file(path)
+    st = path.stat()
+    digest = _file_digest(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
     if cfg.checkpoint_sha256 and cfg.checkpoint_sha256 != digest:
         raise UserError(f"{path} holds other weights (sha256 {digest[:12]}...) than distill.checkpoint_sha256 "
                         f"{cfg.checkpoint_sha256[:12]}... names")

@@ -68,7 +68,7 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None =
         teacher = learning.read_teacher_val(work)
         checks = learning.check(result, teacher)
         extra = learning.render(checks, teacher, cfg.decimals)
-        metrics["learning_check"] = learning.summary(checks)
+        result.learning = metrics["learning_check"] = learning.summary(checks)
     write_text(out / "results.md", lib.render_markdown(result, cfg.title, cfg.decimals, extra))
     write_text(out / "results.csv", lib.render_csv(result))
     write_bytes(out / "results.png", lib.render_png(result))

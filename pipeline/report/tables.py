@@ -87,6 +87,7 @@ class Report:
     selections: dict[tuple[str, str, int], Selection]
     runs: list[Run]
     notes: list[str]
+    learning: dict | None = None  # the learning check's summary (`report --work`), else None
 
 
 # ----------------------------------------------------------------------------------------------- collect
