@@ -246,6 +246,35 @@ def test_learning_check_against_the_teacher_on_the_same_source_rows(tmp_path):
     assert summary == {"passed": 3, "runs": 5, "margin_points": 10.0, "ce_limit": round(limit, 4)}
 
 
+def test_learning_check_without_a_curve_fails_and_says_why(tmp_path):
+    """A selected epoch that cannot be read, or a NaN curve, never passes the bar, and results.md says why."""
+    work = _work(tmp_path / "work")
+    runs = tmp_path / "runs"
+    # 0: metrics.json names no selected epoch; 1: the selected epoch is not in epochs.csv; 2: CE is NaN at the
+    # selected epoch (a diverged run: NaN losses, its accuracy still read); 3: no epochs.csv at all; 4: passes
+    for seed in range(5):
+        _learning_run(runs / f"art-{seed}" / "erm-cfg0", "art", seed, 0.95, math.nan if seed == 2 else 0.2)
+    m0 = runs / "art-0" / "erm-cfg0" / "metrics.json"
+    metrics = json.loads(m0.read_text())
+    del metrics["selected_epoch"]
+    m0.write_text(json.dumps(metrics))
+    m1 = runs / "art-1" / "erm-cfg0" / "metrics.json"
+    m1.write_text(json.dumps({**json.loads(m1.read_text()), "selected_epoch": 7}))
+    (runs / "art-3" / "erm-cfg0" / "epochs.csv").unlink()
+    out = tmp_path / "rep"
+    report = run(ReportConfig(), [runs], out, work=work)
+    got = {c.run.seed: c for c in learning.check(report, learning.read_teacher_val(work))}
+    assert [got[s].passed for s in range(5)] == [False, False, False, False, True]
+    assert all(got[s].val_ok for s in range(5))  # it is the curve, not the accuracy, that fails them
+    md = (out / "results.md").read_text()
+    assert "| erm | art | 0 | – | 95.0 | 85.0 | – | FAIL (metrics.json names no selected epoch) |" in md
+    assert "| erm | art | 1 | 7 | 95.0 | 85.0 | – | FAIL (epoch 7 is not in epochs.csv) |" in md
+    assert "| erm | art | 2 | 2 | 95.0 | 85.0 | – | FAIL (train CE is not a number (diverged?)) |" in md
+    assert "| erm | art | 3 | 2 | 95.0 | 85.0 | – | FAIL (no epochs.csv) |" in md
+    assert "| erm | art | 4 | 2 | 95.0 | 85.0 | 0.200 | pass |" in md
+    assert json.loads((out / "metrics.json").read_text())["learning_check"]["passed"] == 1
+
+
 def test_learning_check_all_pass_and_cli(tmp_path):
     work = _work(tmp_path / "work")
     runs = tmp_path / "runs"
