@@ -9,6 +9,7 @@ sweeps of 2 held-out domains x 1 seed x 2 methods, 2 epochs of the tiny `test_re
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shutil
@@ -25,7 +26,9 @@ import pipeline.sweep as sweep_module
 from pipeline.plan import plan_sweep
 from pipeline.sweep import local_cluster, run_sweep
 from tests.distill_fixtures import shared_work
-from tests.dvc_fixtures import make_repo, real_data_params, repro, run
+from tests.dvc_fixtures import RAN, make_repo, real_data_params, repro, run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _inproc(cli, argv) -> tuple[int, str, str]:
@@ -355,24 +358,62 @@ def _dvc_params() -> dict:
                             sweep={"domains": ["photo", "sketch"], "methods": ["erm"], "seeds": [0], "grid": [{}]})
 
 
+def _readme_recipe() -> list[list[str]]:
+    """The commands of the README's "Sweeps on a cluster" block, up to the local-workers run (the next line
+    needs a running dask cluster), each `a && b` split in two."""
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("### Sweeps on a cluster"):]
+    block = block[block.index("```bash") + 7:block.index("```", block.index("```bash") + 7)]
+    commands = []
+    for line in block.strip().splitlines():
+        words = shlex.split(line, comments=True)
+        if "--scheduler" in words:
+            break
+        while "&&" in words:
+            i = words.index("&&")
+            commands.append(words[:i])
+            words = words[i + 1:]
+        commands.append(words)
+    return commands
+
+
 @pytest.mark.slow
-def test_sweep_run_then_dvc_commit_leaves_dvc_repro_nothing_to_do(tmp_path):
+def test_the_readme_cluster_recipe_gives_the_report_stage_byte_for_byte(tmp_path):
     from pipeline.demo.world import WorldConfig, write_world
 
-    repo = make_repo(tmp_path / "repo", _dvc_params())
+    params = _dvc_params()
+    params["extra_teachers"] = [{"name": "rn", "model": "RISE-micro-ViT", "pretrained": "random"}]
+    repo = make_repo(tmp_path / "repo", params)
     write_world(WorldConfig(per_cell=4, image_size=32, classes=["car", "fish"],
                             domains=["cartoon", "photo", "sketch"]), repo / "data" / "images")
-    # stage one, and the placeholder demo stages (off for a real dataset; distill depends on data/student)
-    ran, _ = repro(repo, "world", "student-pretrain", "embed")
-    assert {"world", "student-pretrain", "shard", "embed"} <= ran
-    r = run(repo, ["rise-pipeline", "sweep", "run"])
-    assert r.stdout.rstrip().splitlines()[-1] == "sweep: 2 done, 0 skipped, 0 failed"
+    recipe = _readme_recipe()
+    assert [c[:2] for c in recipe] == [["dvc", "repro"], ["rise-pipeline", "sweep"], ["rise-pipeline", "sweep"],
+                                       ["dvc", "commit"]], recipe
+    outs = [run(repo, cmd) for cmd in recipe]
+    assert {"world", "teacher", "student-pretrain", "shard", "embed", "embed-teacher@0"} <= \
+        set(RAN.findall(outs[0].stdout + outs[0].stderr))
+    assert outs[1].stdout.rstrip().splitlines()[-1] == \
+        "dry run: 2 group(s), 4 student(s): 0 complete (skipped), 0 partial (resume), 4 to run"
+    assert outs[2].stdout.rstrip().splitlines()[-1] == "sweep: 4 done, 0 skipped, 0 failed"  # erm + rise-mix
     runs = repo / "data/runs"
-    assert sorted(str(p.parent.relative_to(runs)) for p in runs.glob("*/*/metrics.json")) == \
-        sorted(_members(repo / "params.yaml")) and len(_members(repo / "params.yaml")) == 2
-    assert "distill@photo-0" in run(repo, ["dvc", "status"]).stdout  # DVC does not know these outputs yet
-    run(repo, ["dvc", "commit", "-f"])
+    trained = {str(p.parent.relative_to(runs)) for p in runs.glob("*/*/metrics.json")}
+    assert trained == _members(repo / "params.yaml") and sum("/rise-mix-" in t for t in trained) == 2
+    report = {p.name: p.read_bytes() for p in (repo / "data/report").iterdir()}
+    assert set(report) == {"results.md", "results.csv", "results.png", "metrics.json"}
+    metrics = json.loads(report["metrics.json"])
+    assert "rise-mix" in metrics and metrics["learning_check"]["runs"] == 4  # extra teacher, learning check
     status = run(repo, ["dvc", "status"]).stdout
     assert "up to date" in status and "changed" not in status, status
+    # the report stage, forced, writes exactly what sweep run wrote
+    assert RAN.findall(run(repo, ["dvc", "repro", "-f", "-s", "report"]).stdout) == ["report"]
+    assert {p.name: p.read_bytes() for p in (repo / "data/report").iterdir()} == report
+    status = run(repo, ["dvc", "status"]).stdout
+    assert "up to date" in status and "changed" not in status, status
+    # a rerun of the sweep skips every student and still writes the same report
+    again = run(repo, ["rise-pipeline", "sweep", "run"]).stdout
+    assert again.rstrip().splitlines()[-1] == "sweep: 0 done, 4 skipped, 0 failed"
+    assert {p.name: p.read_bytes() for p in (repo / "data/report").iterdir()} == report
     ran, _ = repro(repo)
     assert ran == set()
