@@ -5,6 +5,7 @@ Light on purpose (no torch, no timm): the command line and its `--help` are gene
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -74,14 +75,31 @@ NON_RESULT_FIELDS = ("device", "workers")
 
 
 def result_config(config: dict) -> dict:
-    """The part of a run's config (`to_dict(cfg)`) that its result depends on."""
-    return {k: v for k, v in config.items() if k not in NON_RESULT_FIELDS}
+    """The part of a run's config (`to_dict(cfg)`) that its result depends on. Local weights pinned by their
+    SHA-256 are the same weights wherever the file lies (a plan makes the path absolute; a DVC experiment
+    runs in another folder), so the path counts only while no digest is recorded."""
+    skip = set(NON_RESULT_FIELDS) | ({"checkpoint"} if config.get("checkpoint_sha256") else set())
+    return {k: v for k, v in config.items() if k not in skip}
 
 
 def result_differences(a: dict, b: dict) -> list[str]:
     """The result-relevant fields in which two run configs differ (empty: the same run), sorted."""
     ra, rb = result_config(a), result_config(b)
+    if a.get("checkpoint_sha256") or b.get("checkpoint_sha256"):  # the digests decide, not where the files lie
+        ra.pop("checkpoint", None), rb.pop("checkpoint", None)
     return sorted(k for k in ra.keys() | rb.keys() if ra.get(k) != rb.get(k))
+
+
+def effective(cfg: DistillConfig) -> DistillConfig:
+    """`cfg` with the loss weights its method trains with (`losses.method_weights`): ERM is plain cross-entropy
+    (w_ce 1, w_kd 0, w_dist 0) and KD has no distance term (w_dist 0). Members of a sweep whose effective
+    configs are equal are one student, trained once, and config.json states the weights it trained with.
+    The temperature is kept: every method logs the KD term (epochs.csv `loss_kd`), which depends on it."""
+    if cfg.method == "erm":
+        return dataclasses.replace(cfg, w_ce=1.0, w_kd=0.0, w_dist=0.0)
+    if cfg.method == "kd":
+        return dataclasses.replace(cfg, w_dist=0.0)
+    return cfg
 
 
 def check_weight(name: str, value) -> float:
