@@ -46,6 +46,7 @@ def _name(method: str, entry: dict) -> str:
     return member_name(DistillConfig(**{**_base().__dict__, **entry, "method": method}))
 
 
+@pytest.mark.cuda
 def test_every_member_equals_its_run_alone(work, group, tmp_path):
     out, results = group
     # ERM ignores w_dist but not lr: both grid entries are distinct ERM students, as they are for RISE

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..config import from_mapping, to_dict
 from ..errors import UserError
-from .config import METHODS, MIX, NON_RESULT_FIELDS, DistillConfig, check_weight, effective
+from .config import METHODS, MIXES, NON_RESULT_FIELDS, DistillConfig, check_weight, effective
 
 # The fields that decide the batches: members of one pass must agree on them.
 PASS_FIELDS = ("target_domain", "seed", "image_size", "batch_size", "balance", "workers", "device")
@@ -131,12 +131,12 @@ def members(base: DistillConfig, methods: list[str], grid: list[dict]) -> list[G
     weight preset applied (`effective`); pairs with equal effective configs are one member, which lists the
     grid entries it stands for. Members of different methods are never merged (a method's row in the report
     is trained under its own name), even where two presets would give the same weights. With several
-    --teachers, rise-mix mixes them all and every other method distils the first."""
+    --teachers, rise-mix and rise-mix-full mix them all and every other method distils the first."""
     out: dict[str, GroupMember] = {}
     for method in methods:
         for i, entry in enumerate(grid):
             values = {**to_dict(base), **entry, "method": method}
-            if method != MIX:
+            if method not in MIXES:
                 values["teachers"] = list(values["teachers"])[:1]
             cfg = effective(from_mapping(DistillConfig, values, "distill"))
             name = member_name(cfg)
