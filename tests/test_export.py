@@ -236,3 +236,57 @@ def test_unknown_classes_are_named_once(exported, data, tmp_path, cli):
     shutil.copytree(data / TARGET / CLASSES[0], only_unknown / "d" / "Cat")
     _one_line_error(cli("evaluate", exported[0], "--data-root", only_unknown, in_process=True),
                     "none of the classes")
+
+
+def _acc_of(out: str, domain: str) -> float:
+    return float(next(ln for ln in out.splitlines() if ln.startswith(domain)).split("acc ")[1].split()[0])
+
+
+def test_text_ensemble_run_says_what_the_export_leaves_out(work, data, tmp_path, cli):
+    run_folder = tmp_path / "te"
+    metrics = run(_cfg(text_ensemble=True), work, run_folder)
+    r = cli("export", run_folder, "--work", work, "--out", tmp_path / "te-export", in_process=True)
+    assert r.code == 0, r.err
+    assert [ln for ln in r.err.splitlines() if "left out" in ln] == \
+        [ln for ln in r.err.splitlines() if ln.startswith("note: the run's test-time text ensemble")]
+    assert "text ensemble" in json.loads((tmp_path / "te-export" / "config.json").read_text())["rise_pipeline"]["left_out"]
+    e = cli("evaluate", run_folder, "--data-root", data, "--domains", TARGET, "--work", work, in_process=True)
+    assert e.code == 0, e.err
+    assert _acc_of(e.out, TARGET) == pytest.approx(metrics["target_acc"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_rise_mix_exports_one_folder_per_student(work, data, tmp_path, cli):
+    from pipeline.extract.embed_step import EmbedConfig
+    from pipeline.extract.embed_step import run as embed_run
+
+    mix_work = tmp_path / "work"
+    shutil.copytree(work, mix_work)
+    embed_run(EmbedConfig(model="RISE-tiny-RN", pretrained="random", views=3, batch_size=64, device="cpu",
+                          workers=0, seed=0, dtype="float32", store="rn"), work=mix_work)
+    run_folder = tmp_path / "mix"
+    metrics = run(_cfg(method="rise-mix", teachers=["default", "rn"]), mix_work, run_folder)
+    out = tmp_path / "mix-export"
+    r = cli("export", run_folder, "--work", mix_work, "--out", out, in_process=True)
+    assert r.code == 0, r.err
+    spec = json.loads((out / "ensemble.json").read_text())
+    assert spec["members"] == ["student-0", "student-1"] and spec["label_names"] == list(CLASSES)
+    # the sum of the two folders' softmax outputs, each loaded by timm alone, is the run's scoring
+    import timm
+
+    models = [timm.create_model(f"local-dir:{out / m}", pretrained=True).eval() for m in spec["members"]]
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    state = torch.load(run_folder / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)["model"]
+    for k, model in enumerate(models):
+        with torch.no_grad():
+            folded = model(x)
+        from pipeline.distill.students import Student
+
+        student = Student("test_resnet", np.zeros(tuple(state[str(k)]["classifier.weight"].shape), np.float32))
+        student.load_state_dict(state[str(k)])
+        with torch.no_grad():
+            torch.testing.assert_close(folded, student.eval()(x)[1], rtol=1e-5, atol=1e-5)
+    for model_path, extra in ((run_folder, ["--work", mix_work]), (out, [])):
+        e = cli("evaluate", model_path, "--data-root", data, "--domains", TARGET, *extra, in_process=True)
+        assert e.code == 0, e.err
+        assert abs(_acc_of(e.out, TARGET) - metrics["target_acc"]) <= (1e-4 if model_path == run_folder else 0.05 + 1e-4)
