@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 from conftest import run_cli
+from scipy import stats
 
 from pipeline.demo import student as demo_student
 from pipeline.demo import world
