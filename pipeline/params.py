@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .config import field, from_mapping, load_section
 from .errors import UserError
+from .layout import store_file
 
 
 @dataclass
@@ -19,7 +20,7 @@ class DataConfig:
 
     root: str = field("data/world", "Dataset root (DATA/<domain>/<class>/<image>) or index file (.csv/.jsonl); "
                                     "dvc.yaml's shard stage reads it.", cli=False)
-    work: str = field("data/work", "Stage one's work folder (shards, manifest, embeddings.h5); distill and the "
+    work: str = field("data/work", f"Stage one's work folder (shards, manifest, {store_file()}); distill and the "
                                    "report read it.", cli=False)
 
 
@@ -40,7 +41,7 @@ class SweepConfig:
 class TeacherConfig:
     """One entry of `extra_teachers`: a teacher store besides the default one (one embed stage each)."""
 
-    name: str = field("", "Store name: WORK/teachers/embeddings-NAME.h5 (not 'default').", cli=False)
+    name: str = field("", f"Store name: WORK/{store_file('NAME')} (not 'default').", cli=False)
     model: str = field("", "open_clip model name (as embed.model).", cli=False)
     pretrained: str = field("", "open_clip pretrained tag or checkpoint file (as embed.pretrained).", cli=False)
 

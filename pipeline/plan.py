@@ -96,10 +96,10 @@ def plan_sweep(params_path: str | Path, overrides: dict | None = None, need_grou
     methods = parse_methods(sweep.methods, "sweep.methods")
     grid = parse_grid(sweep.grid or [{}])
     extra = load_extra_teachers(params)
-    from .store import DEFAULT_STORE, store_file
+    from .layout import DEFAULT_STORE, check_store_name
 
     for t in extra:
-        store_file(t.name)  # a usable store name
+        check_store_name(t.name)
     if extra and MIX not in methods:
         methods.append(MIX)
     teachers = [DEFAULT_STORE, *(t.name for t in extra)]

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import layout
 from .config import to_dict
 from .distill.config import result_differences
 from .distill.group import GroupMember, refuse_legacy
@@ -113,7 +114,7 @@ def _current_worker() -> str:
 
 def check_inputs(group: Group, where: str) -> None:
     """Before training, on the machine that trains: the store and the runs folder must be visible here."""
-    store = group.work / "embeddings.h5"
+    store = layout.store(group.work)
     shared = "sweep run needs WORK and the runs folder on a file system every worker sees"
     if not os.access(store, os.R_OK) or not store.is_file():
         raise UserError(f"cannot read the store {store} on {where} ({shared})")

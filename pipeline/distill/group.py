@@ -9,7 +9,7 @@ its content (`member_name`), with the same files as a run alone, and its metrics
 member draws from its own torch generator state; nothing else a member does touches the others).
 
 What must be equal inside a pass: image size (the replayed batch is rendered at one size), batch size,
-balance, seed, target domain and the number of loader workers. Members that differ there are split into
+balance, seed, target domain, the number of loader workers and the device (`PASS_FIELDS`). Members that differ there are split into
 several passes (`passes`); anything else -- student, method, loss weights, lr, epochs, ... -- may differ.
 """
 

@@ -41,13 +41,14 @@ def _store_for(cfgs: list[DistillConfig], work) -> dict:
     errors); returns {store name: StoreReader}."""
     for cfg in cfgs:
         validate(cfg)
-    from ..store import DEFAULT_STORE, store_file, verify_store
+    from .. import layout
+    from ..store import verify_store
 
     names = list(dict.fromkeys(name for cfg in cfgs for name in cfg.teachers))
     stores = {}
     for name in names:
-        path = Path(work) / store_file(name)
-        if name != DEFAULT_STORE and not path.is_file():
+        path = layout.store(work, name)
+        if name != layout.DEFAULT_STORE and not path.is_file():
             raise UserError(f"teacher store {name!r} not found: {path} (build it with `rise-pipeline extract "
                             f"--steps embed --store {name} --model ...`)")
         stores[name] = verify_store(work, name)

@@ -1,7 +1,7 @@
 """The distill training loop: leave-one-domain-out, per-epoch evaluation, selection, metrics.
 
-`run(cfg, store, work, out)` trains one student from the teacher store and writes the run folder
-(docs/contracts.md, "A distill run"). It never loads the teacher: KD targets, class texts and anchors all
+`train_pass([(cfg, out), ...], stores, work)` trains students from the teacher stores, one data pass for all,
+and writes each one's run folder (docs/contracts.md, "A distill run"). It never loads the teacher: KD targets, class texts and anchors all
 come from the store. `cfg` is the stage's `DistillConfig` (any object with the same attributes).
 
 Selection is DomainBed's training-domain validation: the epoch whose mean accuracy over the source
@@ -102,7 +102,7 @@ class StudentUnit:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
-        # RISE: one decay by lr_gamma at int(0.8 * epochs).
+        # One decay by lr_gamma after the fraction lr_decay_at of the epochs (RISE: 0.8).
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=[max(1, int(cfg.lr_decay_at * cfg.epochs))], gamma=cfg.lr_gamma)
         dev = self.device
@@ -449,16 +449,10 @@ def train_pass(runs: Sequence[tuple], stores: dict, work: str | Path, restart_st
     return results
 
 
-def run(cfg, store, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
-    """Train (or resume) one run into `out` and write metrics.json last, so its presence means done.
-    `restart_stale`: checkpoints of another config or store are discarded instead of refused."""
-    return train_pass([(cfg, Path(out))], {cfg.teachers[0]: store}, work, restart_stale)[0]
-
-
 def _split(store, target_domain: str) -> tuple[list[int], int]:
     """(source domain indices, target index) of a leave-one-domain-out run."""
     target = store.domain_names.index(target_domain)
     return [i for i in range(len(store.domain_names)) if i != target], target
 
 
-__all__ = ["run", "train_pass", "Trainer", "StudentUnit", "Member", "train_together", "EPOCH_COLUMNS", "TRAIN", "VAL"]
+__all__ = ["train_pass", "Trainer", "StudentUnit", "Member", "train_together", "EPOCH_COLUMNS", "TRAIN", "VAL"]

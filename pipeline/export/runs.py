@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import layout
 from ..errors import UserError
-from ..store import StoreReader, store_file
+from ..store import StoreReader
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _stores(work: Path, teachers: list[str], expected_id: str, run: Path) -> lis
 
     stores = []
     for name in teachers:
-        file = work / store_file(name)
+        file = layout.store(work, name)
         if not file.is_file():
             raise UserError(f"{run} was trained from teacher store {name!r}, not found at {file}: pass --work "
                             "with the work folder it was distilled from (its class names live there)")

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import layout
 from ..errors import UserError
 from .tables import Report, Run
 
@@ -47,13 +48,14 @@ def read_teacher_val(work: str | Path) -> TeacherVal:
     """WORK/teacher_report.json (per-domain val accuracy) and WORK/shards/index.json (the classes)."""
     work = Path(work)
     try:
-        report = json.loads((work / "teacher_report.json").read_text())
-        classes = json.loads((work / "shards" / "index.json").read_text())["classes"]
+        report = json.loads(layout.teacher_report(work).read_text())
+        classes = json.loads(layout.shard_index(work).read_text())["classes"]
         per_domain = {d: (float(s["val"]["acc"]), int(s["val"]["n"])) for d, s in report["per_domain"].items()
                       if s.get("val", {}).get("n")}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"--work {work}: cannot read the teacher's validation accuracies and the classes "
-                        f"(teacher_report.json, shards/index.json): {e}") from None
+                        f"({layout.teacher_report(work).relative_to(work)}, "
+                        f"{layout.shard_index(work).relative_to(work)}): {e}") from None
     return TeacherVal(per_domain, len(classes))
 
 

@@ -18,8 +18,6 @@ from ..io import write_bytes, write_json, write_text
 from . import learning
 from . import tables as lib
 
-OUTPUTS = ("results.md", "results.csv", "results.png", "metrics.json")
-
 
 @dataclass
 class ReportConfig:
