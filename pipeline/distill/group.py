@@ -24,7 +24,7 @@ from ..errors import UserError
 from .config import METHODS, MIX, DistillConfig, check_weight
 
 # The fields that decide the batches: members of one pass must agree on them.
-PASS_FIELDS = ("target_domain", "seed", "image_size", "batch_size", "balance", "workers", "device")
+PASS_FIELDS = ("target_domain", "seed", "image_size", "batch_size", "balance", "workers", "device", "threads")
 # Fields a grid entry may not set: the group itself fixes them.
 GROUP_FIELDS = ("target_domain", "method")
 
