@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # (world images per cell, world image side, teacher, student, image size, batch, epochs, methods, grid)
 PRESETS = {
     "demo": dict(per_cell=50, world_size=64, teacher="RISE-tiny-RN", student="test_resnet", image_size=32,
-                 batch_size=16, epochs=2, methods=["erm", "kd", "rise"], grid=[{}, {"w_dist": 2.0}], device="cpu"),
+                 batch_size=16, epochs=2, methods=["erm", "kd", "rise"], grid=[{}, {"lr": 0.02}], device="cpu"),
     "resnet50": dict(per_cell=24, world_size=112, teacher="RISE-tiny-RN", student="resnet50", image_size=112,
                      batch_size=32, epochs=1, methods=["erm", "kd", "rise"], grid=[{}], device="cpu"),
     "gpu": dict(per_cell=100, world_size=224, teacher="ViT-B-16", student="resnet50", image_size=224,
-                batch_size=128, epochs=1, methods=["erm", "kd", "rise"], grid=[{}, {"w_dist": 2.0}],
+                batch_size=128, epochs=1, methods=["erm", "kd", "rise"], grid=[{}, {"lr": 0.02}],
                 device="cuda"),
     "small": dict(per_cell=4, world_size=32, teacher="RISE-micro-ViT", student="test_resnet", image_size=32,
                   batch_size=8, epochs=1, methods=["erm", "rise"], grid=[{}], device="cpu"),
@@ -55,6 +55,7 @@ def bench(work: Path, tmp: Path, p: dict, repeats: int = 1) -> dict:
     """N runs one by one, then the same N as one group, `repeats` times in alternation (fresh folders each
     time); each wall time is the best of its repeats, the least disturbed figure on a shared machine."""
     from pipeline.distill.config import DistillConfig
+    from pipeline.distill.group import members
     from pipeline.distill.step import run, run_group
 
     target = "cartoon"
@@ -66,10 +67,8 @@ def bench(work: Path, tmp: Path, p: dict, repeats: int = 1) -> dict:
     for rep in range(repeats):
         t = time.perf_counter()
         alone = {}
-        for method in p["methods"]:
-            for i, entry in enumerate(p["grid"]):
-                cfg = DistillConfig(**{**base.__dict__, **entry, "method": method})
-                alone[f"{method}-cfg{i}"] = run(cfg, work, tmp / f"alone{rep}" / f"{method}-cfg{i}")
+        for m in members(base, p["methods"], p["grid"]):  # each distinct student, as the group trains it
+            alone[m.name] = run(m.cfg, work, tmp / f"alone{rep}" / m.name)
         t_alone.append(time.perf_counter() - t)
         t = time.perf_counter()
         group = run_group(base, p["methods"], p["grid"], work, tmp / f"group{rep}")
@@ -103,13 +102,17 @@ def cli_seconds(work: Path, tmp: Path, p: dict, repeats: int = 1) -> tuple[list[
         subprocess.run([sys.executable, "-m", "stages.cli", "-q", "distill", *common, *args], cwd=ROOT, env=env,
                        check=True, capture_output=True)
 
+    from pipeline.distill.config import DistillConfig
+    from pipeline.distill.group import members
+
+    base = DistillConfig(target_domain="cartoon", student=p["student"], pretrained=False, epochs=p["epochs"],
+                         image_size=p["image_size"], batch_size=p["batch_size"], workers=0, device=p["device"])
     t_alone, t_group, same = [], [], True
     for rep in range(repeats):
         alone, group = tmp / f"cli-alone{rep}", tmp / f"cli-group{rep}"
         t = time.perf_counter()
-        for method in p["methods"]:
-            for i, entry in enumerate(p["grid"]):
-                distill("--out", str(alone / f"{method}-cfg{i}"), "--method", method, *_flags(entry))
+        for m in members(base, p["methods"], p["grid"]):  # each distinct student once, named as in the group
+            distill("--out", str(alone / m.name), "--method", m.method, *_flags(p["grid"][m.entries[0]]))
         t_alone.append(time.perf_counter() - t)
         t = time.perf_counter()
         distill("--out", str(group), "--method", ",".join(p["methods"]), "--grid", json.dumps(p["grid"]))

@@ -6,10 +6,14 @@ depend on them; nothing is downloaded): 6 members (erm, kd, rise x 2 configs) as
 
     .venv/bin/python benchmarks/gpu_group.py            # on a CUDA machine
     .venv/bin/python benchmarks/gpu_group.py --small    # CPU smoke test
+
+On a CUDA machine it first runs `pytest -m cuda` (the tests that must also hold on a GPU: group = alone,
+resume, teacher autocast, faiss) and stops if they fail: a figure from a run that is not exact is no figure.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,5 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_group import main  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+
 if __name__ == "__main__":
+    if "--small" not in sys.argv[1:]:
+        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests"], cwd=ROOT)
+        if tests.returncode != 0:
+            sys.exit(f"pytest -m cuda failed (exit {tests.returncode}); no benchmark")
     main(["--small"] if "--small" in sys.argv[1:] else ["--preset", "gpu", "--repeats", "1"])  # fits 8 minutes

@@ -2,7 +2,9 @@
 
 Everything is written under a temporary name in the destination folder and then `os.replace`d, so a
 killed process never leaves a partial file under a final name, and DVC outputs are never modified in
-place (which would corrupt a hardlink/symlink cache).
+place (which would corrupt a hardlink/symlink cache). The temporary file is created as `open()` creates a
+file -- mode 0666 less the process's umask -- so colleagues on shared storage read what the user's umask
+lets them read (tempfile.mkstemp would make every output 0600).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +23,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `dest`; on success rename it over `dest`, on error delete it."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_file(dest.parent, f".{dest.name}.", suffix + ".tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -31,6 +31,18 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create a new, empty file with a random name in `folder`, mode 0666 & ~umask (as `open()` does)."""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary name in {folder}")
 
 
 def write_bytes(dest: str | os.PathLike, data: bytes) -> None:

@@ -15,12 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import layout
 from .errors import UserError
 from .images import IMAGE_EXTS, MAX_PIXELS
 
-SHARDS_DIR = "shards"
-INDEX_NAME = "index.json"
-STATS_NAME = "stats.json"
 _EXT_SET = frozenset(IMAGE_EXTS.values())
 
 @dataclass
@@ -38,13 +36,9 @@ def decode_limit(index: dict) -> int:
     return int((index.get("config") or {}).get("max_pixels", MAX_PIXELS))
 
 
-def shards_dir(work: str | Path) -> Path:
-    return Path(work) / SHARDS_DIR
-
-
 def load_index(work: str | Path) -> dict:
     """WORK/shards/index.json; a missing or unreadable index is a user error naming the file."""
-    path = shards_dir(work) / INDEX_NAME
+    path = layout.shard_index(work)
     if not path.is_file():
         raise UserError(f"no shard index at {path}; run `rise-pipeline extract --steps shard` first")
     try:
@@ -64,7 +58,7 @@ def shard_paths(work: str | Path, domains: Iterable[str] | None = None) -> list[
         unknown = sorted(set(wanted) - set(index["domains"]))
         if unknown:
             raise UserError(f"unknown domain(s) {', '.join(unknown)}; the shards hold: {', '.join(index['domains'])}")
-    root = shards_dir(work)
+    root = layout.shards_dir(work)
     return [root / s["path"] for s in index["shards"] if wanted is None or s["domain"] in wanted]
 
 
@@ -80,7 +74,7 @@ def checksum_of_entries(entries: Iterable[dict]) -> str:
 
 def _expected_counts(path: Path) -> int | None:
     """The sample count the index records for `path`, when it sits in an indexed shards folder."""
-    index_path = path.parent.parent / INDEX_NAME
+    index_path = path.parent.parent / layout.INDEX_NAME
     try:
         counts = _index_counts(str(index_path), index_path.stat().st_mtime_ns)
     except OSError:
@@ -171,11 +165,11 @@ class Location:
 def sample_locations(work: str | Path, index: dict | None = None) -> dict[str, Location]:
     """key -> Location of every sample, from the offsets the shard step records in the index."""
     index = load_index(work) if index is None else index
-    root = shards_dir(work)
+    root = layout.shards_dir(work)
     out: dict[str, Location] = {}
     for entry in index["shards"]:
         if not isinstance(entry.get("samples"), list):
-            raise UserError(f"the shard index {root / INDEX_NAME} records no sample offsets (written by an older "
+            raise UserError(f"the shard index {layout.shard_index(work)} records no sample offsets (written by an older "
                             "version); rerun `rise-pipeline extract --steps shard`, which adds them and reuses "
                             "the shard bytes")
         path = root / entry["path"]

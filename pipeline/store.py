@@ -1,4 +1,4 @@
-"""The teacher store `WORK/embeddings.h5`: writer, reader and provenance check (schema: docs/contracts.md).
+"""The teacher store (`WORK/embeddings.h5`, named by `pipeline.layout`): writer, reader and provenance check (schema: docs/contracts.md).
 
 Embedding datasets are contiguous and uncompressed so the reader can memory-map them
 (`dataset.id.get_offset()` + `np.memmap`): random row reads cost a page fault, not an HDF5 chunk decode, and
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,26 +18,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from . import layout
 from .errors import UserError
 from .io import atomic_path
+from .layout import DEFAULT_STORE
 
 SCHEMA_VERSION = 2  # 2: anchors tagged with the domain they name; raw per-template text features
-STORE_NAME = "embeddings.h5"
-DEFAULT_STORE = "default"
-_STORE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-
-
-TEACHERS_DIR = "teachers"
-
-
-def store_file(name: str = DEFAULT_STORE, stem: str = "embeddings", suffix: str = ".h5") -> str:
-    """A teacher store's file, relative to WORK: `default` -> embeddings.h5, `NAME` ->
-    teachers/embeddings-NAME.h5 (the same rule names its teacher report, audit and config:
-    teachers/teacher_report-NAME.json, ...). Several stores built from the same shards hold several
-    teachers' embeddings (rise-mix); the extra ones share one folder, which distill depends on as a whole."""
-    if not _STORE_ID.fullmatch(name):
-        raise UserError(f"store name {name!r}: use letters, digits, '-' and '_' (e.g. rn101)")
-    return f"{stem}{suffix}" if name == DEFAULT_STORE else f"{TEACHERS_DIR}/{stem}-{name}{suffix}"
 SPLITS = ("train", "val")
 _STR = h5py.string_dtype("utf-8")
 REQUIRED = (
@@ -251,10 +236,10 @@ def zero_shot_hits(reader: StoreReader, rows=None, block: int = 65536) -> np.nda
 
 
 def verify_store(work: str | os.PathLike, name: str = DEFAULT_STORE) -> StoreReader:
-    """Open the store `name` in WORK (`store_file`) and check that it was made from the shards now in WORK/shards."""
+    """Open the store `name` in WORK (`layout.store`) and check that it was made from the shards now in WORK/shards."""
     from .shards import shard_set_checksum
 
-    reader = StoreReader(Path(work) / store_file(name))
+    reader = StoreReader(layout.store(work, name))
     current = shard_set_checksum(work)
     stored = reader.attrs.get("shard_set_sha256")
     if stored != current:

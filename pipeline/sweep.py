@@ -1,9 +1,9 @@
 """Sweeps on dask: the distill work of dvc.yaml's matrix, one dask task per group.
 
 dvc.yaml's `distill` stage is a matrix over `sweep.domains x sweep.seeds`; each entry trains one group (every
-`sweep.methods x sweep.grid` member, one data pass) into `data/runs/<domain>-<seed>/<method>-cfg<i>/` with
-`distill --sweep --restart-stale`. `plan` builds exactly those groups from params.yaml, and `run_sweep` runs
-each one with the same library call (`distill.step.run_group`) as a task:
+distinct student of `sweep.methods x sweep.grid`, one data pass) into `data/runs/<domain>-<seed>/<member>/`
+with `distill --sweep --restart-stale`. The sweep plan (`pipeline.plan.plan_sweep`) gives exactly those groups,
+and `run_sweep` runs each one with the same library call (`distill.step.run_members`) as a task:
 - in this process, one group after another (no cluster);
 - on a local cluster of single-threaded worker processes (`workers=N`); with GPUs, worker i sees one GPU
   through its own CUDA_VISIBLE_DEVICES and declares the dask resource GPU=1;
@@ -30,74 +30,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import load_section, to_dict
-from .distill.config import DistillConfig, result_differences
-from .distill.group import GroupMember, members, sweep_members
+from . import layout
+from .config import to_dict
+from .distill.config import result_differences
+from .distill.group import GroupMember, refuse_legacy
 from .errors import UserError
+from .plan import Group, SweepPlan
 
 log = logging.getLogger(__name__)
 
-RUNS = "data/runs"      # as in dvc.yaml: relative to the params file's folder
-REPORT = "data/report"
 IN_PROCESS = "in-process"
 CONNECT_TIMEOUT = "10s"  # reaching an existing scheduler
-
-
-@dataclass(frozen=True)
-class Group:
-    """One entry of dvc.yaml's distill matrix: a held-out domain and seed, members methods x grid."""
-
-    key: str                 # `<domain>-<seed>`, the matrix key (also the run folder's name)
-    base: DistillConfig      # what `distill --params P --target-domain D --seed S --sweep` resolves
-    methods: tuple[str, ...]
-    grid: tuple[dict, ...]
-    work: Path
-    out: Path
-
-    def members(self) -> list[GroupMember]:
-        return members(self.base, list(self.methods), list(self.grid))
-
-
-@dataclass(frozen=True)
-class Plan:
-    groups: list[Group]
-    work: Path
-    runs: Path
-    report: Path
-    sweep: dict
-
-
-def plan(params: dict, root: str | Path) -> Plan:
-    """The groups of dvc.yaml's distill matrix for `params` (a params.yaml read from folder `root`; its
-    relative paths, `data.work` and `data/runs`, are taken from there as DVC does). All paths absolute, so
-    workers with another working folder find the same files."""
-    root = Path(root).resolve()
-    sweep = params.get("sweep")
-    if not isinstance(sweep, dict):
-        raise UserError("params has no 'sweep' section (domains, methods, seeds, grid)")
-    work = (params.get("data") or {}).get("work") if isinstance(params.get("data"), dict) else None
-    if not work:
-        raise UserError("params has no data.work (the folder `rise-pipeline extract` wrote)")
-    for name in ("domains", "seeds"):
-        if not isinstance(sweep.get(name), list) or not sweep[name]:
-            raise UserError(f"sweep.{name} must be a non-empty list")
-    # The same members as `distill --sweep`: methods x grid, plus rise-mix over the extra teachers if any.
-    methods, grid, teachers = sweep_members(sweep, params.get("extra_teachers"))
-    work = (root / work).resolve()
-    runs = root / RUNS
-    groups = []
-    for domain in sweep["domains"]:
-        for seed in sweep["seeds"]:
-            # The same resolution as the distill command: its section, then --target-domain/--seed, method 1.
-            base = load_section(DistillConfig, params, "distill",
-                                {"target_domain": str(domain), "seed": seed, "method": methods[0],
-                                 "teachers": teachers if len(teachers) > 1 else None})
-            key = f"{domain}-{seed}"
-            groups.append(Group(key, base, tuple(methods), tuple(grid), work, runs / key))
-    keys = [g.key for g in groups]
-    if len(set(keys)) != len(keys):
-        raise UserError(f"sweep.domains x sweep.seeds repeat a group: {', '.join(sorted(keys))}")
-    return Plan(groups, work, runs, root / REPORT, sweep)
 
 
 # --- states ---------------------------------------------------------------------------------------------
@@ -134,7 +77,7 @@ def member_state(member: GroupMember, out: Path, store) -> str:
 
 
 def group_states(group: Group, store) -> dict[str, str]:
-    return {m.name: member_state(m, group.out / m.name, store) for m in group.members()}
+    return {m.name: member_state(m, group.out / m.name, store) for m in group.members}
 
 
 # --- one group as a task --------------------------------------------------------------------------------
@@ -142,7 +85,8 @@ def group_states(group: Group, store) -> dict[str, str]:
 
 @dataclass
 class Outcome:
-    """What became of one group: each member `done` (trained now), `skipped` (already complete) or `failed`."""
+    """What became of one group: each member (a distinct student) `done` (trained now), `skipped` (already
+    complete: not trained) or `failed`."""
 
     key: str
     states: dict[str, str]
@@ -170,13 +114,13 @@ def _current_worker() -> str:
 
 def check_inputs(group: Group, where: str) -> None:
     """Before training, on the machine that trains: the store and the runs folder must be visible here."""
-    store = group.work / "embeddings.h5"
+    store = layout.store(group.work)
     shared = "sweep run needs WORK and the runs folder on a file system every worker sees"
     if not os.access(store, os.R_OK) or not store.is_file():
         raise UserError(f"cannot read the store {store} on {where} ({shared})")
     if not group.out.parent.is_dir():
         raise UserError(f"cannot see the runs folder {group.out.parent} on {where} ({shared})")
-    workers = max(m.cfg.workers for m in group.members())
+    workers = max(m.cfg.workers for m in group.members)
     if workers > 0 and multiprocessing.current_process().daemon:
         raise UserError(f"distill.workers={workers} needs DataLoader processes, but the dask worker {where} "
                         "is a daemon process: start workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
@@ -184,7 +128,8 @@ def check_inputs(group: Group, where: str) -> None:
 
 
 def run_group_task(group: Group, where: str | None = None) -> Outcome:
-    """Train one group where this runs (a dask worker, or `where="in-process"`), as `distill --sweep` does.
+    """Train one group where this runs (a dask worker, or `where="in-process"`), as `distill --sweep` does;
+    each member is `done` if it trained now, `skipped` if it was complete.
 
     A UserError (bad store, unknown domain, ...) is returned as a failed outcome, since rerunning cannot fix
     it; any other exception propagates, so dask can rerun the group (it resumes from its checkpoints)."""
@@ -193,16 +138,16 @@ def run_group_task(group: Group, where: str | None = None) -> Outcome:
     store, before, resumed = None, {}, 0
     try:
         check_inputs(group, where)
-        from .distill.step import run_group
+        from .distill.step import run_members
 
-        store, why = open_store(group.work, group.base.teachers)
+        store, why = open_store(group.work, group.teachers)
         if store is None:
             raise UserError(why)
         states = group_states(group, store)
         before = {name: state == "complete" for name, state in states.items()}
         resumed = sum(state.startswith("partial") for state in states.values())
-        run_group(group.base, list(group.methods), list(group.grid), group.work, group.out, restart_stale=True)
-        states = {name: "skipped" if was else "done" for name, was in before.items()}
+        results = run_members(list(group.members), group.work, group.out, restart_stale=True)
+        states = {name: "done" if trained else "skipped" for name, (_, trained) in results.items()}
         error = None
     except UserError as e:
         error = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -215,7 +160,7 @@ def _after_failure(group: Group, store, before: dict[str, bool]) -> dict[str, st
     from .distill.step import finished
 
     states = {}
-    for m in group.members():
+    for m in group.members:
         now = store is not None and finished(m.cfg, store, group.out / m.name) is not None
         states[m.name] = "skipped" if before.get(m.name) else "done" if now else "failed"
     return states
@@ -231,7 +176,7 @@ def _failed(group: Group, error: BaseException, where: str, seconds: float, befo
     else:
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         text = f"{type(error).__name__}: {first}" if first else type(error).__name__
-    store, _ = open_store(group.work, group.base.teachers)
+    store, _ = open_store(group.work, group.teachers)
     return Outcome(group.key, _after_failure(group, store, before), seconds, where, text)
 
 
@@ -306,7 +251,7 @@ def _gpu_restricted(client) -> bool:
     return any("GPU" in (w.get("resources") or {}) for w in client.scheduler_info()["workers"].values())
 
 
-def run_sweep(plan: Plan, workers: int | None = None, scheduler: str | None = None, retries: int = 2,
+def run_sweep(plan: SweepPlan, workers: int | None = None, scheduler: str | None = None, retries: int = 2,
               gpus: list[str] | None = None) -> Iterator[Outcome]:
     """Run every group of `plan`; yield each group's Outcome as it finishes (in plan order in-process).
 
@@ -318,8 +263,10 @@ def run_sweep(plan: Plan, workers: int | None = None, scheduler: str | None = No
         raise UserError(f"--workers must be >= 1, got {workers}")
     if retries < 0:
         raise UserError(f"--retries must be >= 0, got {retries}")
+    for group in plan.groups:  # before any training: one line says what to do with old run folders
+        refuse_legacy(group.out)
     plan.runs.mkdir(parents=True, exist_ok=True)
-    store, _ = open_store(plan.work, plan.groups[0].base.teachers if plan.groups else ())
+    store, _ = open_store(plan.work, plan.groups[0].teachers if plan.groups else ())
     before = {g.key: {n: s == "complete" for n, s in group_states(g, store).items()} for g in plan.groups}
     del store
     if workers is None and not scheduler:

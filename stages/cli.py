@@ -23,6 +23,10 @@ COMMANDS = {
     "pretrain-student": ("stages.student", "pretrain_student",
                          "Pretrain the demo student's backbone (its stand-in for ImageNet weights)."),
     "preset": ("stages.preset", "preset", "Switch params.yaml to a real dataset's RISE preset."),
+    "export": ("stages.export", "export", "Write a run's student as a plain timm model folder (loads without this tool)."),
+    "predict": ("stages.predict", "predict", "Top-k classes of images with a run folder or an exported model."),
+    "evaluate": ("stages.evaluate", "evaluate",
+                 "Per-domain accuracy and confusion of a run or exported model on any DomainBed folder."),
     "sweep": ("stages.sweep", "sweep", "Run the sweep's distill groups on dask (run), or a named grid with DVC (grid)."),
 }
 

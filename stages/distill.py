@@ -13,18 +13,21 @@ from stages.options import config_options, overrides_for, params_option
 
 
 @click.command(context_settings={"max_content_width": 100})
-@click.option("--work", type=click.Path(path_type=Path), required=True,
-              help="Work folder written by `rise-pipeline extract` (shards/ and embeddings.h5).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--work", type=click.Path(path_type=Path), default=None,
+              help="Work folder written by `rise-pipeline extract` (shards/ and embeddings.h5). With --sweep: "
+                   "data.work of --params by default.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder: metrics.json, epochs.csv, config.json, checkpoints/. A group writes one such "
-                   "folder per member, OUT/<method>-cfg<i>/.")
+                   "folder per distinct student, OUT/<method>-<hash>/. With --sweep: data/runs/<domain>-<seed> "
+                   "beside --params by default.")
 @params_option
 @config_options(DistillConfig, many=("method",))
 @click.option("--grid", default=None, metavar="JSON|FILE",
               help="Train a group: a list of override mappings (JSON text, or a JSON/YAML file), one config each, "
                    "e.g. '[{\"w_dist\": 0.5}, {\"w_dist\": 2}]'; members are every method x every config.")
 @click.option("--sweep", "from_sweep", is_flag=True,
-              help="Take the group's methods and grid from the `sweep` section of --params (what dvc.yaml runs).")
+              help="Train the group of --target-domain and --seed of the sweep plan of --params: its methods, "
+                   "grid and extra teachers, its folders (what dvc.yaml and `sweep run` train).")
 @click.option("--max-members", type=int, default=0, show_default=True,
               help="Most students trained in one data pass (0: all on the CPU; on a GPU as many as fit in memory).")
 @click.option("--restart-stale", is_flag=True,
@@ -42,29 +45,22 @@ def distill(work, out, params_path, grid, from_sweep, max_members, restart_stale
     """
     from pipeline.distill.group import is_group, parse_grid, parse_methods
 
+    if max_members < 0:
+        raise UserError(f"--max-members must be >= 0, got {max_members}")
     params = read_params(params_path)
     methods_flag = options.pop("method", None)
-    sweep = params.get("sweep") or {}
     if from_sweep:
-        if not params_path or "sweep" not in params:
-            raise UserError("--sweep needs --params with a 'sweep' section (methods, grid)")
-        if methods_flag is not None or grid is not None:
-            raise UserError("--sweep takes the methods and grid from --params; drop --method / --grid")
-        from pipeline.distill.group import sweep_members
-
-        methods_flag, grid_list, teachers = sweep_members(sweep, params.get("extra_teachers"))
-        options["teachers"] = teachers if len(teachers) > 1 else options.get("teachers")
-    # A list of methods comes from --method or the sweep; a single one may also come from params.yaml, where
-    # load_section checks it like any other key.
-    methods = parse_methods(methods_flag, "--method" if not from_sweep else "sweep.methods") \
-        if methods_flag is not None else None
-    if not from_sweep:
-        grid_list = parse_grid(grid) if grid is not None else None
+        _sweep_group(params_path, work, out, grid, methods_flag, restart_stale, max_members, options)
+        return
+    if work is None or out is None:
+        raise UserError("--work and --out are required (or --sweep --params P, whose plan has them)")
+    # A list of methods comes from --method; a single one may also come from params.yaml, where load_section
+    # checks it like any other key.
+    methods = parse_methods(methods_flag, "--method") if methods_flag is not None else None
+    grid_list = parse_grid(grid) if grid is not None else None
     base = load_section(DistillConfig, params, "distill",
                         {**overrides_for(DistillConfig, options), "method": methods[0] if methods else None})
     methods = methods or [base.method]
-    if max_members < 0:
-        raise UserError(f"--max-members must be >= 0, got {max_members}")
     if not is_group(methods, grid_list):
         from pipeline.distill.step import run
 
@@ -74,7 +70,30 @@ def distill(work, out, params_path, grid, from_sweep, max_members, restart_stale
 
     results = run_group(base, methods, grid_list or [{}], work=work, out=out, restart_stale=restart_stale,
                         max_members=max_members)
+    _summary(results)
+
+
+def _summary(results: dict[str, dict]) -> None:
     width = max(len(name) for name in results)
     for name, m in results.items():
         click.echo(f"{name:<{width}}  target {m['target_acc']:.4f}  source-val {m['source_val_acc']:.4f}  "
                    f"(epoch {m['selected_epoch']})")
+
+
+def _sweep_group(params_path, work, out, grid, methods_flag, restart_stale, max_members, options) -> None:
+    """`distill --sweep`: the plan's group for --target-domain and --seed (the distill section's when not
+    given), the other flags applied to the distill section as usual; WORK and OUT from the plan unless given."""
+    from pipeline.distill.step import run_members
+    from pipeline.plan import plan_sweep
+
+    if params_path is None:
+        raise UserError("--sweep needs --params with a 'sweep' section (methods, grid)")
+    if methods_flag is not None or grid is not None:
+        raise UserError("--sweep takes the methods and grid from --params; drop --method / --grid")
+    plan = plan_sweep(params_path, overrides_for(DistillConfig, options), need_groups=False)
+    group = plan.group(plan.base.target_domain, plan.base.seed)
+    if not group.domain:
+        raise UserError("--target-domain is required")
+    results = run_members(list(group.members), work or plan.work, out or group.out, restart_stale=restart_stale,
+                          max_members=max_members)
+    _summary({name: metrics for name, (metrics, _) in results.items()})

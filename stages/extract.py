@@ -24,14 +24,14 @@ def _parse_steps(value: str) -> list[str]:
 
 
 def _sweep_domains(params: dict) -> list[str] | None:
-    """params.yaml's sweep.domains (the held-out domains of dvc.yaml's distill matrix), if any."""
-    sweep = params.get("sweep") or {}
-    domains = sweep.get("domains") if isinstance(sweep, dict) else None
-    if domains is None:
+    """The sweep plan's held-out domains (params.yaml's typed `sweep` section; a YAML folder name 2007 reads
+    as "2007"), if the params have a sweep with domains. Read through `pipeline.params`, the section type the
+    plan (`pipeline.plan`) uses, without depending on the distill code."""
+    if not isinstance(params.get("sweep"), dict) or params["sweep"].get("domains") is None:
         return None
-    if not isinstance(domains, list) or not all(isinstance(d, (str, int)) for d in domains):
-        raise UserError(f"sweep.domains must be a list of domain names, got {domains!r}")
-    return [str(d) for d in domains]  # YAML reads a folder named 2007 as a number
+    from pipeline.params import load_sweep
+
+    return list(load_sweep(params).domains)
 
 
 @click.command(context_settings={"max_content_width": 100})

@@ -14,9 +14,16 @@ from stages.options import flag_name
 
 # The command that reads each section, and who else reads it.
 COMMAND_OF = {"world": "world", "teacher": "pretrain-teacher", "student": "pretrain-student", "shard": "extract",
-              "embed": "extract", "distill": "distill", "report": "report"}
+              "embed": "extract", "distill": "distill", "report": "report", "data": "sweep run",
+              "sweep": "sweep run", "extra_teachers": "sweep run"}
 ALSO_READ = {"world": " (and by `rise-pipeline pretrain-teacher`, for the classes, domains and image size, and "
                       "`rise-pipeline pretrain-student`, for the image size)"}
+PLAN = (" and the sweep plan (`pipeline/plan.py`) that `distill --sweep`, `report --sweep-only` and dvc.yaml's "
+        "distill and report stages follow")
+for _name in ("data", "sweep"):
+    ALSO_READ[_name] = PLAN + (", and by dvc.yaml's templates" if _name == "data" else
+                               "; `extract` checks `domains` against the data")
+ALSO_READ["extra_teachers"] = PLAN + "; a list of these entries, one embed stage each in dvc.yaml"
 
 
 def sections() -> list[tuple[str, type]]:
@@ -27,10 +34,13 @@ def sections() -> list[tuple[str, type]]:
     from pipeline.distill.config import DistillConfig
     from pipeline.extract.embed_step import EmbedConfig
     from pipeline.extract.shard_step import ShardConfig
+    from pipeline.params import DataConfig, SweepConfig, TeacherConfig
     from pipeline.report.step import ReportConfig
 
-    return [("world", WorldConfig), ("teacher", PretrainConfig), ("student", StudentPretrainConfig),
-            ("shard", ShardConfig), ("embed", EmbedConfig), ("distill", DistillConfig), ("report", ReportConfig)]
+    return [("data", DataConfig), ("world", WorldConfig), ("teacher", PretrainConfig),
+            ("student", StudentPretrainConfig), ("shard", ShardConfig), ("embed", EmbedConfig),
+            ("distill", DistillConfig), ("extra_teachers", TeacherConfig), ("sweep", SweepConfig),
+            ("report", ReportConfig)]
 
 
 def _cli_names(cls: type) -> set[str]:

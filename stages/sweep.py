@@ -74,23 +74,40 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _entries(member) -> str:
+    """Which grid entries a student stands for: `entry 2`, `entries 0-5`, `entries 0, 3`."""
+    e = member.entries
+    if len(e) == 1:
+        return f"{member.method}, grid entry {e[0]}"
+    if list(e) == list(range(e[0], e[-1] + 1)):
+        return f"{member.method}, grid entries {e[0]}-{e[-1]}"
+    return f"{member.method}, grid entries {', '.join(map(str, e))}"
+
+
 def _dry_run(plan) -> None:
+    """What the real run will do: each student's state by the same comparison a run makes (pinned weights
+    included), and what would stop the run before training."""
+    from pipeline.distill.group import legacy_folders
     from pipeline.sweep import group_states, open_store
 
-    store, why = open_store(plan.work, plan.groups[0].base.teachers if plan.groups else ())
+    store, why = open_store(plan.work, plan.groups[0].teachers if plan.groups else ())
     if store is None:
         click.echo(f"note: the store cannot be opened here ({why}); complete members show as to run")
     counts = {"complete": 0, "partial": 0, "to run": 0}
     for group in plan.groups:
         states = group_states(group, store)
         click.echo(f"{group.key}  ({_shown(group.out)})")
+        if legacy_folders(group.out):
+            click.echo(f"  refused: holds run folders named by grid position ({', '.join(legacy_folders(group.out))})"
+                       "; move or delete them first")
         width = max(len(name) for name in states)
-        for name, state in states.items():
-            click.echo(f"  {name:<{width}}  {state}")
-            counts[state.split(" (")[0]] += 1
+        swidth = max(len(state) for state in states.values())
+        for m in group.members:
+            click.echo(f"  {m.name:<{width}}  {states[m.name]:<{swidth}}  [{_entries(m)}]")
+            counts[states[m.name].split(" (")[0]] += 1
     total = sum(counts.values())
-    click.echo(f"dry run: {len(plan.groups)} group(s), {total} member(s): {counts['complete']} complete, "
-               f"{counts['partial']} partial, {counts['to run']} to run")
+    click.echo(f"dry run: {len(plan.groups)} group(s), {total} student(s): {counts['complete']} complete "
+               f"(skipped), {counts['partial']} partial (resume), {counts['to run']} to run")
 
 
 @sweep.command("run", context_settings={"max_content_width": 100},
@@ -114,21 +131,22 @@ def _dry_run(plan) -> None:
 def run_command(params_path, scheduler, workers, retries, dry_run):
     """Train every group of the sweep -- exactly the distill stages of dvc.yaml -- as dask tasks.
 
-    One group per held-out domain x seed, into data/runs/<domain>-<seed>/<method>-cfg<i>/, each with the
-    same call as `rise-pipeline distill --sweep`: complete members are skipped, killed ones resume. Then
-    the report (data/report, as dvc.yaml's report stage) and `sweep: N done, M skipped, K failed` (exit
+    One group per held-out domain x seed, each distinct student of methods x grid once, into
+    data/runs/<domain>-<seed>/<method>-<hash>/, with the same call as `rise-pipeline distill --sweep`:
+    complete students are skipped, killed ones resume. Then the report (data/report, byte for byte what
+    dvc.yaml's report stage writes) and `sweep: N done, M skipped, K failed`, counting students (exit
     status 1 if any failed). Afterwards `dvc commit -f` records the outputs for DVC.
     """
     from pipeline.config import load_section, read_params
+    from pipeline.plan import plan_sweep
     from pipeline.report.step import ReportConfig
-    from pipeline.sweep import plan as make_plan
 
     if workers is not None and scheduler:
         raise UserError("--workers starts a local cluster, --scheduler uses an existing one: give one of them")
     if not params_path.is_file():
         raise UserError(f"params file not found: {params_path}")
     params = read_params(params_path)
-    plan = make_plan(params, params_path.parent)
+    plan = plan_sweep(params_path)
     if dry_run:
         _dry_run(plan)
         return
@@ -155,12 +173,15 @@ def run_command(params_path, scheduler, workers, retries, dry_run):
 
 
 def _report(plan, cfg) -> None:
-    """dvc.yaml's report stage: `report data/runs --out data/report --params P --sweep-only`."""
-    from pipeline.report.step import run, sweep_run_names
+    """dvc.yaml's report stage, `report --params P --sweep-only`: the same call, so the same bytes."""
+    from pipeline.report.step import run
     from pipeline.report.tables import markdown_table
 
-    try:  # paths as the user would type them: run from the params folder, results.md is what DVC's stage writes
-        result = run(cfg, [Path(_shown(plan.runs))], Path(_shown(plan.report)), sweep_run_names(plan.sweep))
+    work = plan.work if (plan.work / "teacher_report.json").is_file() else None
+    if work is None:
+        click.echo(f"note: no learning check: {plan.work / 'teacher_report.json'} not found")
+    try:
+        result = run(cfg, [plan.runs], plan.report, plan.expected_runs(), work, plan.root)
     except UserError as e:
         click.echo(f"report: {e}")
         return

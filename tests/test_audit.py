@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.augment import PARAM_COLUMNS
 from pipeline.extract.audit import audit, near_duplicates
@@ -27,7 +28,16 @@ def _store(path, emb, domains, splits):
     return StoreReader(path)
 
 
-def test_planted_duplicates_found_and_grouped(tmp_path):
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("use_gpu", [False, pytest.param(True, marks=pytest.mark.skipif(
+    _faiss_gpus() == 0, reason="faiss sees no GPU"))])
+def test_planted_duplicates_found_and_grouped(tmp_path, use_gpu):
     rng = np.random.default_rng(0)
     n = 300
     emb = rng.normal(size=(n, D)).astype(np.float32)
@@ -39,11 +49,11 @@ def test_planted_duplicates_found_and_grouped(tmp_path):
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     r = _store(tmp_path / "s.h5", emb, domains, splits)
     # Blocks smaller than N: pairs whose rows sit in different query blocks are still found once.
-    pairs, cos, saturated, kind = near_duplicates(r, 0.95, k=5, block=64, use_gpu=False)
-    assert {tuple(p) for p in pairs} == set(planted) and kind == "cpu" and saturated == 0
+    pairs, cos, saturated, kind = near_duplicates(r, 0.95, k=5, block=64, use_gpu=use_gpu)
+    assert {tuple(p) for p in pairs} == set(planted) and kind == ("gpu" if use_gpu else "cpu") and saturated == 0
     want = np.array([emb[a] @ emb[b] for a, b in pairs])
     np.testing.assert_allclose(cos, want, rtol=1e-5)
-    out = audit(r, threshold=0.95, k=5, use_gpu=False)
+    out = audit(r, threshold=0.95, k=5, use_gpu=use_gpu)
     assert out["counts"] == {"cross_domain": 2, "cross_split": 1, "within": 1}
     got = {(p["a"], p["b"]): p["group"] for p in out["listed"]}
     assert got == {(f"k{a:04d}", f"k{b:04d}"): g for (a, b), g in planted.items()}

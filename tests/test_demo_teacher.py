@@ -9,6 +9,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from scipy import stats
 
 from pipeline.demo import teacher as demo_teacher
 from pipeline.demo import world
@@ -16,7 +17,10 @@ from pipeline.demo.models import register_project_models
 from pipeline.demo.teacher import PretrainConfig
 from pipeline.errors import UserError
 
-# A short pretraining: the default model and loss on a smaller world (3 classes, 2 styles, 240 images).
+# A short pretraining: the default model and loss on a smaller world (3 classes, 2 styles, 240 images), on
+# clean images: with the default's augmented views a run this short stays near chance (measured 0.43-0.48 on
+# fresh images, chance 0.33), which no threshold separates from a pretraining that learns nothing. The
+# augmented path runs in test_same_seed_same_teacher; how well it trains is the demo's own teacher report.
 SHORT = """
 world:
   classes: [fish, house, star]
@@ -26,6 +30,8 @@ teacher:
   eval_per_cell: 10
   epochs: 40
   batch_size: 32
+  augment: false
+  threads: 1
 """
 
 
@@ -67,9 +73,17 @@ def test_short_pretraining_beats_chance(pretrained):
     report = json.loads((pretrained / "pretrain_report.json").read_text())
     chance = 1 / len(report["classes"])
     # fresh images (a seed neither the corpus nor the report's evaluation used), accuracy recomputed here
-    acc = _reference_zero_shot(pretrained / "teacher.pt", report, seed=777, per_cell=10, templates=report["templates"])
+    per_cell = 40
+    acc = _reference_zero_shot(pretrained / "teacher.pt", report, seed=777, per_cell=per_cell,
+                               templates=report["templates"])
     mean = sum(acc.values()) / len(acc)
-    assert mean > chance + 0.15, f"zero-shot {acc} is not clearly above chance {chance:.3f}"
+    # Why this bar holds on any machine: it is the 99.9 % binomial quantile of a chance-level classifier on
+    # these 240 images (0.429), not a figure fitted to one run. Five runs of this fixture (teacher seeds 0-4,
+    # standing in for other CPUs' kernels: each is another trajectory) gave 0.575-0.654; an untrained model
+    # scores chance exactly (one class for every image). The fixture pins 1 torch thread.
+    n = per_cell * len(report["classes"]) * len(report["domains"])
+    bar = stats.binom.ppf(0.999, n, chance) / n
+    assert mean > bar, f"zero-shot {acc} is not clearly above chance {chance:.3f} (bar {bar:.3f})"
     # the report's own figures agree with the reference on the report's evaluation images
     cfg = report["config"]["teacher"]
     ref = _reference_zero_shot(pretrained / "teacher.pt", report, cfg["eval_seed"], cfg["eval_per_cell"], cfg["templates"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 import pipeline.distill.trainer as trainer_module
 from pipeline.distill.config import DistillConfig
-from pipeline.distill.group import members, parse_grid, parse_methods, passes
+from pipeline.distill.group import member_name, members, parse_grid, parse_methods, passes
 from pipeline.distill.step import run, run_group
 from pipeline.distill.trainer import Trainer
 from pipeline.errors import UserError
@@ -41,19 +42,55 @@ def group(work, tmp_path_factory):
     return out, run_group(_base(), ["erm", "rise"], GRID, work, out)
 
 
+def _name(method: str, entry: dict) -> str:
+    return member_name(DistillConfig(**{**_base().__dict__, **entry, "method": method}))
+
+
+@pytest.mark.cuda
 def test_every_member_equals_its_run_alone(work, group, tmp_path):
     out, results = group
-    assert sorted(results) == ["erm-cfg0", "erm-cfg1", "rise-cfg0", "rise-cfg1"]
+    # ERM ignores w_dist but not lr: both grid entries are distinct ERM students, as they are for RISE
+    names = {_name(m, e): (m, e) for m in ("erm", "rise") for e in GRID}
+    assert sorted(results) == sorted(names) and len(names) == 4
     for name, metrics in results.items():
-        method, cfg = name.split("-cfg")
-        alone = run(DistillConfig(**{**_base().__dict__, **GRID[int(cfg)], "method": method}), work,
+        method, entry = names[name]
+        alone = run(DistillConfig(**{**_base().__dict__, **entry, "method": method}), work,
                     tmp_path / name)
         assert json.loads(json.dumps(metrics)) == json.loads(json.dumps(alone)), name
         folder = out / name
         assert json.loads((folder / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
         assert (folder / "epochs.csv").read_text() == (tmp_path / name / "epochs.csv").read_text()
         assert {p.name for p in (folder / "checkpoints").iterdir()} == {"best.pt", "last.pt"}
-    assert results["rise-cfg1"]["config"]["w_dist"] == 2.0 and results["erm-cfg0"]["method"] == "erm"
+    assert results[_name("rise", GRID[1])]["config"]["w_dist"] == 2.0
+    erm = results[_name("erm", GRID[1])]
+    # config.json and metrics.json state the weights ERM trained with (plain CE), not the grid's
+    assert erm["method"] == "erm" and (erm["config"]["w_ce"], erm["config"]["w_kd"], erm["config"]["w_dist"]) \
+        == (1.0, 0.0, 0.0) == (erm["weights"]["w_ce"], erm["weights"]["w_kd"], erm["weights"]["w_dist"])
+    saved = json.loads((out / _name("erm", GRID[1]) / "config.json").read_text())
+    assert (saved["w_ce"], saved["w_kd"], saved["w_dist"]) == (1.0, 0.0, 0.0)
+
+
+def test_equal_effective_configs_are_one_student_named_by_content():
+    from pipeline.presets import GRIDS
+
+    grid = GRIDS["pacs"]  # (w_kd, w_ce) in {(0.9, 0.1), (0.8, 0.2)} x w_dist in {0.5, 1, 2}
+    group = members(_base(), ["erm", "kd", "rise"], grid)
+    # by hand: ERM ignores every weight (1 student), KD ignores w_dist (2), RISE uses all three (6)
+    by_method = {m: [g for g in group if g.method == m] for m in ("erm", "kd", "rise")}
+    assert [len(by_method[m]) for m in ("erm", "kd", "rise")] == [1, 2, 6] and len(group) == 9
+    assert by_method["erm"][0].entries == (0, 1, 2, 3, 4, 5)
+    assert sorted(m.entries for m in by_method["kd"]) == [(0, 1, 2), (3, 4, 5)]
+    assert {(m.cfg.w_kd, m.cfg.w_ce, m.cfg.w_dist) for m in by_method["kd"]} == {(0.9, 0.1, 0.0), (0.8, 0.2, 0.0)}
+    names = {m.name for m in group}
+    assert len(names) == 9 and all(n.split("-")[0] in ("erm", "kd", "rise") for n in names)
+    # the position of an entry never names a member: reversed, or with an entry inserted, the same students
+    # keep their folders
+    assert {m.name for m in members(_base(), ["erm", "kd", "rise"], grid[::-1])} == names
+    grown = members(_base(), ["rise", "kd", "erm"], [{"w_dist": 4.0}, *grid[:3], {"lr": 0.02}, *grid[3:]])
+    # w_dist 4 adds one RISE student (KD and ERM ignore it: equal to students above); lr 0.02 one per method
+    assert names < {m.name for m in grown} and len(grown) == 9 + 1 + 3
+    # a name is filesystem-safe
+    assert all(re.fullmatch(r"[a-z-]+-[0-9a-f]{8}", n) for n in names)
 
 
 def test_a_killed_group_resumes_each_member_and_skips_complete_ones(work, group, tmp_path, monkeypatch):
@@ -72,8 +109,8 @@ def test_a_killed_group_resumes_each_member_and_skips_complete_ones(work, group,
     with pytest.raises(KeyboardInterrupt):
         run_group(_base(), ["erm", "rise"], GRID, work, out)
     monkeypatch.setattr(Trainer, "begin_epoch", real)
-    assert not (out / "rise-cfg0" / "metrics.json").exists()
-    stamps = {n: os.stat(out / n / "metrics.json").st_mtime_ns for n in ("erm-cfg0", "erm-cfg1")}
+    assert not (out / _name("rise", GRID[0]) / "metrics.json").exists()
+    stamps = {n: os.stat(out / n / "metrics.json").st_mtime_ns for n in (_name("erm", e) for e in GRID)}
 
     built = []
     monkeypatch.setattr(trainer_module, "Trainer", lambda cfg, *a: built.append(cfg.method) or Trainer(cfg, *a))
@@ -82,25 +119,29 @@ def test_a_killed_group_resumes_each_member_and_skips_complete_ones(work, group,
     assert {n: os.stat(out / n / "metrics.json").st_mtime_ns for n in stamps} == stamps
     assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(full))
 
-    # One member's config changes: under --restart-stale it alone retrains, from scratch.
+    # One grid entry changes: it is another student (another folder), trained alone from scratch; the others
+    # and the old folder are left as they were.
     built.clear()
     changed = [GRID[0], {**GRID[1], "lr": 0.05}]
     after = run_group(_base(), ["erm", "rise"], changed, work, out, restart_stale=True)
     assert built == ["erm", "rise"]
-    assert after["erm-cfg0"] == resumed["erm-cfg0"] and after["rise-cfg1"]["config"]["lr"] == 0.05
+    assert after[_name("erm", GRID[0])] == resumed[_name("erm", GRID[0])]
+    assert after[_name("rise", changed[1])]["config"]["lr"] == 0.05
+    assert {n: os.stat(out / n / "metrics.json").st_mtime_ns for n in stamps} == stamps
 
 
 def test_members_that_cannot_share_batches_get_their_own_pass(work, tmp_path, monkeypatch):
     grid = [{"image_size": 32}, {"image_size": 48}, {"image_size": 32, "lr": 0.02}]
     group = members(_base(epochs=1), ["kd"], grid)
-    assert [[m.name for m in p] for p in passes(group)] == [["kd-cfg0", "kd-cfg2"], ["kd-cfg1"]]
-    assert [[m.name for m in p] for p in passes(group, max_members=1)] == [["kd-cfg0"], ["kd-cfg2"], ["kd-cfg1"]]
+    kd = [member_name(DistillConfig(**{**_base(epochs=1).__dict__, **e, "method": "kd"})) for e in grid]
+    assert [[m.name for m in p] for p in passes(group)] == [[kd[0], kd[2]], [kd[1]]]
+    assert [[m.name for m in p] for p in passes(group, max_members=1)] == [[kd[0]], [kd[2]], [kd[1]]]
     datas = []
     real = trainer_module.RunData
     monkeypatch.setattr(trainer_module, "RunData", lambda *a, **k: datas.append(a[4]) or real(*a, **k))
     results = run_group(_base(epochs=1), ["kd"], grid, work, tmp_path / "g")
     assert sorted(datas) == [32, 48]  # two data passes, one per image size
-    assert {n: m["config"]["image_size"] for n, m in results.items()} == {"kd-cfg0": 32, "kd-cfg1": 48, "kd-cfg2": 32}
+    assert {n: m["config"]["image_size"] for n, m in results.items()} == {kd[0]: 32, kd[1]: 48, kd[2]: 32}
 
 
 def test_max_members_splits_a_pass_without_changing_results(work, group, tmp_path):
@@ -152,7 +193,12 @@ def test_cli_sweep_group_from_params(work, tmp_path):
     r = _cli("--params", str(params), "--work", str(work), "--out", str(out), "--target-domain", TARGET,
              "--sweep", "--device", "cpu")
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["erm-cfg0", "erm-cfg1", "kd-cfg0", "kd-cfg1"]
-    assert json.loads((out / "kd-cfg1" / "metrics.json").read_text())["config"]["w_kd"] == 0.5
-    assert "one data pass trained 4 students" in r.stderr
-    assert "kd-cfg1" in r.stdout  # the summary table
+    # ERM ignores w_kd: its two grid entries are one student; KD's are two
+    base = dict(target_domain=TARGET, student="test_resnet", pretrained=False, epochs=1, image_size=32,
+                batch_size=8, workers=0)
+    kd = member_name(DistillConfig(**base, method="kd", w_kd=0.5))
+    expected = [member_name(DistillConfig(**base, method="erm")), member_name(DistillConfig(**base, method="kd")), kd]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    assert json.loads((out / kd / "metrics.json").read_text())["config"]["w_kd"] == 0.5
+    assert "one data pass trained 3 students" in r.stderr
+    assert kd in r.stdout  # the summary table

@@ -104,6 +104,7 @@ def test_outputs_and_metrics_schema(work, three_epochs):
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, monkeypatch):
     full_out, full = three_epochs
     out = tmp_path / "run"
@@ -123,8 +124,8 @@ def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, mo
     resumed = run(_cfg(epochs=3), work, out)
     assert resumed == full
     assert (out / "epochs.csv").read_text() == (full_out / "epochs.csv").read_text()
-    a = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
-    b = torch.load(full_out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    a = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["units"][0]["model"]
+    b = torch.load(full_out / "checkpoints" / "last.pt", weights_only=True)["units"][0]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished run is not retrained; a different config in the same folder is refused
     assert run(_cfg(epochs=3), work, out) == full
@@ -186,7 +187,8 @@ def test_restart_stale_discards_checkpoints_of_another_config(work, tmp_path, ca
     assert "checkpoints from another config or store removed; training from scratch" in caplog.text
     new = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert m["config"]["lr"] == new["config"]["lr"] == 0.01 and new["epochs_done"] == 1
-    assert not all(torch.equal(old["model"][k], new["model"][k]) for k in old["model"])
+    old, new = old["units"][0]["model"], new["units"][0]["model"]
+    assert not all(torch.equal(old[k], new[k]) for k in old)
     assert (out / "checkpoints" / "notes.pt").read_bytes() == b"not ours"
 
 

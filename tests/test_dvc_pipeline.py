@@ -36,6 +36,13 @@ def repo(tmp_path_factory):
     return repo
 
 
+def _folders(repo) -> dict[tuple[str, float], str]:
+    """(method, w_dist) -> the folder name of that student in group sketch-0, by the plan of the repo's params."""
+    from pipeline.plan import plan_sweep
+
+    return {(m.method, m.cfg.w_dist): m.name for m in plan_sweep(repo / "params.yaml").group("sketch", 0).members}
+
+
 def _set(repo, section, **values):
     p = yaml.safe_load((repo / "params.yaml").read_text())
     p[section].update(values)
@@ -47,9 +54,11 @@ def test_first_repro_runs_every_stage(repo):
     assert ran == {"world", "teacher", "student-pretrain", "shard", *EVERYTHING_AFTER_EMBED}
     for stage in ("world", "teacher", "student"):  # demo stages cost nothing with a real dataset
         assert sorted(p.name for p in (repo / "data" / stage).iterdir()) == ["DISABLED.txt"]
-    assert sorted(p.name for p in (repo / "data/runs/sketch-0").iterdir()) == ["erm-cfg0", "rise-cfg0"]
-    for key in ("sketch-0/erm-cfg0", "sketch-0/rise-cfg0"):
-        m = json.loads((repo / "data/runs" / key / "metrics.json").read_text())
+    folders = _folders(repo)
+    assert sorted(p.name for p in (repo / "data/runs/sketch-0").iterdir()) == sorted(folders.values())
+    assert len(folders) == 2 and set(folders) == {("erm", 0.0), ("rise", 1.0)}
+    for name in folders.values():
+        m = json.loads((repo / "data/runs/sketch-0" / name / "metrics.json").read_text())
         assert m["status"] == "complete" and m["target_domain"] == "sketch"
     assert "| erm" in out and "| rise" in out  # the report's table is printed at the end of dvc repro
     assert json.loads((repo / "data/report/metrics.json").read_text())
@@ -64,19 +73,21 @@ def test_distill_param_reruns_only_distill_and_report(repo):
     _set(repo, "distill", lr=0.02)
     ran, _ = repro(repo)
     assert ran == {*DISTILL_RUNS, "report"}
-    m = json.loads((repo / "data/runs/sketch-0/rise-cfg0/metrics.json").read_text())
+    m = json.loads((repo / "data/runs/sketch-0" / _folders(repo)[("rise", 1.0)] / "metrics.json").read_text())
     assert m["config"]["lr"] == 0.02
 
 
 def test_growing_the_grid_trains_only_the_new_members(repo):
     before = {n: (repo / "data/runs/sketch-0" / n / "metrics.json").stat().st_mtime_ns
-              for n in ("erm-cfg0", "rise-cfg0")}
-    _set(repo, "sweep", grid=[{}, {"w_dist": 2.0}])
+              for n in _folders(repo).values()}
+    _set(repo, "sweep", grid=[{"w_dist": 2.0}, {}])  # inserted before the existing entry
     ran, out = repro(repo)
     assert ran == {*DISTILL_RUNS, "report"}
     after = {n: (repo / "data/runs/sketch-0" / n / "metrics.json").stat().st_mtime_ns for n in before}
     assert after == before  # the complete members were skipped, not retrained
-    assert json.loads((repo / "data/runs/sketch-0/rise-cfg1/metrics.json").read_text())["config"]["w_dist"] == 2.0
+    new = _folders(repo)[("rise", 2.0)]
+    assert len(_folders(repo)) == 3  # ERM ignores w_dist: still one ERM student
+    assert json.loads((repo / "data/runs/sketch-0" / new / "metrics.json").read_text())["config"]["w_dist"] == 2.0
     assert "up to date" in out
     _set(repo, "sweep", grid=[{}])
 
@@ -138,7 +149,8 @@ def test_an_extra_teacher_adds_its_embed_stage_and_rise_mix(repo):
     ran, out = repro(repo)
     assert ran == {"embed-teacher@0", *DISTILL_RUNS, "report"}  # never shard or the main embed
     assert (repo / "data/work/teachers/embeddings-rn.h5").is_file()
-    mix = json.loads((repo / "data/runs/sketch-0/rise-mix-cfg0/metrics.json").read_text())
+    [mix_name] = [name for (method, _), name in _folders(repo).items() if method == "rise-mix"]
+    mix = json.loads((repo / "data/runs/sketch-0" / mix_name / "metrics.json").read_text())
     assert mix["method"] == "rise-mix" and mix["teachers"] == ["default", "rn"]
     assert "rise-mix" in json.loads((repo / "data/report/metrics.json").read_text())
     assert "up to date" in out  # the other members were complete: only rise-mix trained

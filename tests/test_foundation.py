@@ -57,6 +57,27 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
     assert before == b'{\n  "a": 2,\n  "b": 1\n}\n'
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_outputs_get_the_mode_open_gives_under_the_umask(tmp_path, umask):
+    """Every writer of pipeline.io creates its file as open() would (0666 less the umask), never 0600: on
+    shared storage colleagues read results, metrics and shards as the user's umask allows."""
+    old = os.umask(umask)
+    try:
+        with open(tmp_path / "by_open.txt", "w") as f:  # the reference: Python's own open()
+            f.write("x")
+        pio.write_json(tmp_path / "a.json", {"a": 1})
+        pio.write_bytes(tmp_path / "sub" / "b.bin", b"x")
+        pio.write_torch(tmp_path / "c.pt", {"a": 1})
+        with pio.atomic_path(tmp_path / "d.tar") as tmp, open(tmp, "wb") as f:  # the shard writer's way
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert os.stat(tmp_path / "by_open.txt").st_mode & 0o777 == expected
+    for name in ("a.json", "sub/b.bin", "c.pt", "d.tar"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == expected, name
+
+
 def _encode(im, fmt, **kw):
     buf = io.BytesIO()
     im.save(buf, fmt, **kw)

@@ -2,12 +2,17 @@
 default's recipe otherwise) run stage by stage through the CLI -- world, teacher, the student's pretraining,
 shard, embed, one distill group from the pretrained backbone, report with its learning check.
 
-At this size the full bar of the demo's results.md (train CE below ln(C)/2 as well) is out of reach of a
-test's budget: with 3 classes it asks for more epochs than a test should spend, so the full bar is what the
-full demo's own report shows (README: 36 of 36). Checked here, against figures recomputed from the run
-folders and the embed step's teacher report: every selected run reaches the teacher's zero-shot
-source-validation accuracy minus 10 points and a training cross-entropy below chance level, ln(C); the
-report's val verdicts agree; and distill started from the student-pretrain stage's weights."""
+The test holds the product's own bar, the one results.md applies (pipeline/report/learning.py): every
+selected run reaches the teacher's zero-shot source-validation accuracy minus 10 points AND a training
+cross-entropy below ln(C)/2 at its selected epoch -- checked against figures recomputed here from the run
+folders and the embed step's teacher report, and the report must say "pass" for each.
+
+Why this world reaches it with margin, on any machine: a distilled student's training CE follows its teacher
+(KD pulls its logits towards the teacher's), so the teacher here is trained long enough to be right on most
+source images (its source-val accuracy 0.86), and the students get 30 epochs. Measured on the 2-core machine
+(1 torch thread for the pretrainings): erm / kd / rise CE 0.40 / 0.41 / 0.44 against the bar 0.55, source
+val 0.89 / 0.93 / 0.92 against 0.76. With the teacher of 720 images x 25 epochs and 16 distill epochs (this
+test's earlier size) RISE's CE stayed at 0.80-0.96 and ERM's at 0.55-0.65: the bar was out of reach."""
 
 from __future__ import annotations
 
@@ -28,11 +33,11 @@ def reduced(tmp: Path) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"] = {"root": str(tmp / "world"), "work": str(tmp / "work")}
     p["world"].update(per_cell=60, classes=["car", "fish", "star"])
-    p["teacher"].update(per_cell=60, eval_per_cell=6, epochs=25, batch_size=32)
+    p["teacher"].update(per_cell=100, eval_per_cell=6, epochs=40, batch_size=32, threads=1)
     p["student"].update(classes=["arrow", "bottle", "clock", "moon"], per_class=150, eval_per_class=6, epochs=10,
-                        batch_size=32)
-    p["embed"].update(views=16, workers=0)
-    p["distill"].update(epochs=16, checkpoint=str(tmp / "student" / "backbone.pth"))
+                        batch_size=32, threads=1)
+    p["embed"].update(views=30, workers=0)  # K >= epochs: a fresh view every epoch
+    p["distill"].update(epochs=30, checkpoint=str(tmp / "student" / "backbone.pth"))
     p["sweep"].update(domains=["sketch"], seeds=[0])
     return p
 
@@ -74,6 +79,7 @@ def test_reduced_demo_students_learn(tmp_path, cli):
     section = md[md.index("## Did the students learn?"):]
     for method, (val, ce) in rows.items():
         assert val >= teacher_val - 0.10, (method, val, teacher_val, section)
-        assert ce < math.log(3), (method, ce, section)
+        assert ce < math.log(3) / 2, (method, ce, section)
         line = next(ln for ln in section.splitlines() if ln.startswith(f"| {method} | sketch | 0 |"))
-        assert "source val" not in line.split("|")[-2], line  # the report agrees: the val half passes
+        assert line.split("|")[-2].strip() == "pass", line  # the report agrees: both halves pass
+    assert check["passed"] == check["runs"]

@@ -21,6 +21,7 @@ from pipeline.demo.world import WorldConfig
 from pipeline.distill.config import DistillConfig
 from pipeline.extract.embed_step import EmbedConfig
 from pipeline.extract.shard_step import ShardConfig
+from pipeline.params import DataConfig, SweepConfig, TeacherConfig
 from pipeline.report.step import ReportConfig
 from stages.cli import cli
 from stages.options_doc import options_markdown, sections
@@ -136,11 +137,17 @@ def test_options_doc_covers_every_section_and_key():
 def test_repo_params_yaml_loads_into_the_dataclasses():
     params = read_params(REPO / "params.yaml")
     configs = dict(sections())
-    assert set(configs) == {s for pairs in COMMANDS.values() for s, _ in pairs}
-    # `data` (paths for dvc.yaml), `sweep` (the distill matrix) and `extra_teachers` (rise-mix's embed stages)
-    # are read by DVC and the group parsers, not by a dataclass.
-    assert set(params) == set(configs) | {"data", "sweep", "extra_teachers"}
+    # `data` (paths), `sweep` (the distill matrix) and `extra_teachers` (rise-mix's stores) are the sweep plan's
+    # sections (pipeline.params): typed like the others, set in params.yaml only.
+    plan_sections = {"data": DataConfig, "sweep": SweepConfig, "extra_teachers": TeacherConfig}
+    assert set(configs) == {s for pairs in COMMANDS.values() for s, _ in pairs} | set(plan_sections)
+    assert set(params) == set(configs)
+    assert all(not f.metadata["cli"] for cls in plan_sections.values() for f in dataclasses.fields(cls))
+    for t in params["extra_teachers"] or [{"name": "x", "model": "m", "pretrained": "p"}]:
+        assert set(t) == {f.name for f in dataclasses.fields(TeacherConfig)}
     for section, cls in configs.items():
+        if section == "extra_teachers":  # a list of entries, not a mapping
+            continue
         cfg = load_section(cls, params, section)  # unknown keys or wrong types raise UserError
         assert set(params[section]) <= {f.name for f in dataclasses.fields(cls)}
         assert dataclasses.asdict(cfg).keys() == {f.name for f in dataclasses.fields(cls)}
@@ -156,6 +163,8 @@ def _argv(section: str, params: Path, tmp: Path) -> list[str]:
         "embed": ["extract", "--out", str(tmp / "work"), "--steps", "embed"],
         "distill": ["distill", "--work", str(tmp / "work"), "--out", str(tmp / "run")],
         "report": ["report", str(tmp), "--out", str(tmp / "report")],
+        "data": ["sweep", "run", "--dry-run"],
+        "sweep": ["sweep", "run", "--dry-run"],
     }[section] + ["--params", str(params)]
 
 
@@ -174,7 +183,7 @@ def _one_error_line(rc: int, out: str, err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("section", [s for s, _ in sections()])
+@pytest.mark.parametrize("section", [s for s, _ in sections() if s != "extra_teachers"])  # a list, not a mapping
 def test_typo_key_in_params_is_one_line_naming_the_valid_keys(section, tmp_path, cli):
     cls = dict(sections())[section]
     valid = [f.name for f in dataclasses.fields(cls)]

@@ -58,6 +58,8 @@ def test_preset_rewrites_params_keeping_comments(tmp_path, cli):
     assert "# my comment" in text
     p = yaml.safe_load(text)
     assert p["data"] == {"root": str(data), "work": "data/work"}
+    # RISE's mix (train_rise_mix_teacher.py): the second teacher's student at 4e-3 for TerraIncognita
+    assert p["distill"]["mix_lrs"] == [2e-3, 4e-3]
     assert p["distill"]["lr"] == 2e-3 and p["distill"]["momentum"] == 0.9 and p["distill"]["epochs"] == 20
     assert p["distill"]["text_ensemble"] is True
     assert p["embed"]["anchors"] == ["bright photo", "corrupted photo", "dark photo", "good photo"]

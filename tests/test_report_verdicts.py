@@ -1,7 +1,8 @@
-"""What results.md may claim: a method beats ERM only when the difference of the averages exceeds both
-methods' std over seeds (else a tie); the figure's bars carry ± std error bars; and the learning check
-says which selected runs fitted their source domains. Runs are faked as in tests/test_report.py, with the
-right answers computed here."""
+"""What results.md may claim: a method beats ERM only when the paired 95 % interval of its per-seed
+differences excludes 0 (else no significant difference); the figure's bars carry ± std error bars and a panel
+of the paired differences; and the learning check says which selected runs fitted their source domains. Runs
+are faked as in tests/test_report.py; the right answers come from scipy's paired t-test and from
+hand-worked numbers, never from the report's own code."""
 
 from __future__ import annotations
 
@@ -12,65 +13,129 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.container import BarContainer
+from matplotlib.container import BarContainer, ErrorbarContainer
+from scipy import stats
 
-from pipeline.report import learning
+from pipeline.report import learning, verdicts
 from pipeline.report import tables as lib
 from pipeline.report.step import ReportConfig, run
 from tests.test_report import _cli, write_run
 
 DOMAINS = ["art", "photo"]
 SEEDS = [0, 1, 2]
-# Target accuracy (fraction) per (method, seed), the same on both domains: erm spreads by 1 point around 50,
-# kd sits 5 points above it (more than either spread), rise 0.5 above with a 3-point spread (a tie),
-# sgd 5 below (worse).
-TARGET = {"erm": [0.49, 0.50, 0.51], "kd": [0.545, 0.55, 0.555], "rise": [0.475, 0.505, 0.535],
-          "sgd": [0.445, 0.45, 0.455]}
+# Target accuracy (%) per method, domain and seed. Each case is one that only the paired rule gets right:
+# - steady: +1.0..+1.2 on every seed, far inside ERM's seed-to-seed spread (std ~7 on Avg): the old "exceeds
+#   both stds" rule calls it a tie, the paired interval excludes 0 -> better;
+# - spiky: the issue's per-seed Avg differences +0.8, +0.4, +10.1 with small stds (the mean difference 3.8
+#   exceeds both), which the old rule called better: t = 1.19 with 2 df -> no significant difference;
+# - down: -1.5..-2.5 on every seed -> worse.
+ERM = {"art": [60.0, 62.0, 56.0], "photo": [66.0, 66.0, 60.0]}  # Avg 63, 64, 58
+TARGET = {
+    "erm": ERM,
+    "steady": {"art": [61.0, 63.2, 57.1], "photo": [67.0, 67.1, 61.2]},
+    "spiky": {"art": [60.8, 62.4, 66.1], "photo": [66.8, 66.4, 70.1]},
+    "down": {"art": [58.0, 59.5, 54.5], "photo": [64.0, 63.5, 58.5]},
+}
+EXPECTED = {"steady": "better", "spiky": "no significant difference", "down": "worse"}
 
 
-def _runs(root: Path, seeds=SEEDS) -> Path:
-    for m, accs in TARGET.items():
+def _runs(root: Path, seeds=SEEDS, target=TARGET) -> Path:
+    for m, by_domain in target.items():
         for s in seeds:
             for d in DOMAINS:
-                write_run(root / f"{d}-{s}" / f"{m}-cfg0", m, d, s, 1.0, 0.9, accs[s])
+                write_run(root / f"{d}-{s}" / f"{m}-cfg0", m, d, s, 1.0, 0.9, by_domain[d][s] / 100)
     return root
 
 
-def _avg(method: str, seeds=SEEDS) -> tuple[float, float | None]:
-    vals = [100 * TARGET[method][s] for s in seeds]
-    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
+def _avg(method: str, seeds=SEEDS) -> list[float]:
+    return [float(np.mean([TARGET[method][d][s] for d in DOMAINS])) for s in seeds]
 
 
-def test_differences_beyond_both_stds_are_called_and_the_rest_are_ties(tmp_path):
+def test_hand_worked_interval_and_t_quantiles():
+    # the issue's KD: differences +0.8, +0.4, +10.1 -> mean 3.7667, s = 5.4884, t_{0.975, 2} = 4.3027
+    p = verdicts.pair({0: 10.8, 1: 20.4, 2: 40.1}, {0: 10.0, 1: 20.0, 2: 30.0})
+    assert p.n == 3 and p.mean == pytest.approx(3.7667, abs=1e-4)
+    assert p.half_width == pytest.approx(4.3027 * 5.4884 / math.sqrt(3), abs=1e-3)  # 13.634
+    assert p.mean / (5.4884 / math.sqrt(3)) == pytest.approx(1.188, abs=1e-3)  # the issue's t = 1.2
+    assert p.verdict == "no significant difference"
+    # two seeds: 1 df, t_{0.975, 1} = 12.706; differences 2 and 4 -> mean 3, s = sqrt(2), half 12.706
+    p = verdicts.pair({0: 2.0, 1: 4.0}, {0: 0.0, 1: 0.0})
+    assert p.half_width == pytest.approx(12.706 * math.sqrt(2) / math.sqrt(2), abs=1e-3)
+    assert p.verdict == "no significant difference"
+    # five seeds all clearly positive: 4 df, t = 2.776
+    p = verdicts.pair(dict(enumerate([1.0, 1.5, 2.0, 1.2, 1.8])), dict(enumerate([0.0] * 5)))
+    assert p.half_width == pytest.approx(2.776 * float(np.std([1.0, 1.5, 2.0, 1.2, 1.8], ddof=1)) / math.sqrt(5),
+                                         abs=1e-3)
+    assert p.verdict == "better"
+    # identical differences: a zero-width interval, away from 0 -> a verdict; at 0 -> none
+    assert verdicts.pair({0: 1.0, 1: 2.0}, {0: 0.0, 1: 1.0}).verdict == "better"
+    assert verdicts.pair({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).verdict == "no significant difference"
+    # pairs only on the seeds both have; one in common -> no verdict
+    p = verdicts.pair({0: 5.0, 1: 6.0, 2: 7.0}, {1: 1.0, 2: 3.0, 3: 9.0})
+    assert p.seeds == (1, 2) and p.diffs == (5.0, 4.0)
+    assert verdicts.pair({0: 5.0, 1: 6.0}, {1: 1.0}).verdict == "unknown"
+
+
+def test_verdicts_are_paired_t_intervals(tmp_path):
     out = tmp_path / "rep"
     run(ReportConfig(), [_runs(tmp_path / "runs")], out)
     md = (out / "results.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())["vs_erm"]
     lines = {line.split(":")[0][2:]: line for line in md.splitlines() if line.startswith("- ") and " vs erm" in line}
-    assert set(lines) == {"kd vs erm", "rise vs erm", "sgd vs erm"}  # the teacher row is not a method
-    e_mean, e_std = _avg("erm")
-    for method, verdict in (("kd", "better"), ("rise", "tie"), ("sgd", "worse")):
-        mean, std = _avg(method)
-        diff = mean - e_mean
-        # the rule, written out: a difference only when it exceeds both stds
-        assert (abs(diff) > std and abs(diff) > e_std) == (verdict != "tie")
-        expected = f"{diff:+.1f} points ({mean:.1f} ± {std:.1f} vs {e_mean:.1f} ± {e_std:.1f})"
-        assert expected in lines[f"{method} vs erm"]
-        word = "**tie**" if verdict == "tie" else f"**{verdict}**"
-        assert word in lines[f"{method} vs erm"], lines[f"{method} vs erm"]
-    assert "exceeds both methods' std over seeds" in md
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert {m: v["verdict"] for m, v in metrics["vs_erm"].items()} == {"kd": "better", "rise": "tie",
-                                                                       "sgd": "worse"}
-    assert metrics["vs_erm"]["kd"]["diff"] == pytest.approx(_avg("kd")[0] - e_mean, abs=1e-4)
+    assert set(lines) == {f"{m} vs erm" for m in EXPECTED}  # the teacher row is not a method
+    for method, verdict in EXPECTED.items():
+        diffs = np.subtract(_avg(method), _avg("erm"))
+        ref = stats.ttest_rel(_avg(method), _avg("erm"))
+        low, high = ref.confidence_interval(0.95)
+        # the right rule, independently: significant at 95 % <=> the interval excludes 0 <=> p < 0.05
+        assert (ref.pvalue < 0.05) == (verdict != "no significant difference")
+        got = metrics[method]
+        assert got["verdict"] == verdict and got["n"] == 3
+        assert got["mean"] == pytest.approx(diffs.mean(), abs=1e-3)
+        assert got["ci_low"] == pytest.approx(low, abs=1e-3) and got["ci_high"] == pytest.approx(high, abs=1e-3)
+        per_seed = ", ".join(f"{d:+.1f}" for d in diffs)
+        expected = f"{diffs.mean():+.1f} points on Avg (per seed {per_seed}; 95 % CI [{low:+.1f}, {high:+.1f}], n = 3)"
+        assert expected in lines[f"{method} vs erm"], lines[f"{method} vs erm"]
+        word = verdict if verdict == "no significant difference" else f"**{verdict}**"
+        assert lines[f"{method} vs erm"].endswith(f": {word}."), lines[f"{method} vs erm"]
+        for d in DOMAINS:  # and per held-out domain
+            ref = stats.ttest_rel(TARGET[method][d], ERM[d])
+            low, high = ref.confidence_interval(0.95)
+            dom = got["domains"][d]
+            assert dom["ci_low"] == pytest.approx(low, abs=1e-3) and dom["ci_high"] == pytest.approx(high, abs=1e-3)
+            assert dom["verdict"] == ("no significant difference" if low <= 0 <= high else
+                                      "better" if low > 0 else "worse")
+            row = f"| {method} | {d} | " + ", ".join(f"{s}: {a - b:+.1f}" for s, a, b in
+                                                    zip(SEEDS, TARGET[method][d], ERM[d], strict=True))
+            assert row in md
+    # the old rule ("the difference exceeds both stds") would have called these two the other way round
+    for method, old in (("steady", False), ("spiky", True)):
+        diff = np.mean(_avg(method)) - np.mean(_avg("erm"))
+        assert bool(abs(diff) > np.std(_avg(method), ddof=1) and abs(diff) > np.std(_avg("erm"), ddof=1)) is old
+    assert "Student's t with n − 1 degrees of freedom" in md and "What the ± covers" in md
 
 
 def test_one_seed_calls_nothing(tmp_path):
     out = tmp_path / "rep"
     run(ReportConfig(), [_runs(tmp_path / "runs", seeds=[0])], out)
     md = (out / "results.md").read_text()
-    line = next(line for line in md.splitlines() if line.startswith("- kd vs erm"))
-    assert "cannot tell, a single seed measures no spread" in line and "**" not in line
-    assert json.loads((out / "metrics.json").read_text())["vs_erm"]["kd"]["verdict"] == "unknown"
+    line = next(line for line in md.splitlines() if line.startswith("- steady vs erm"))
+    assert "no verdict, one seed measures no spread" in line and "**" not in line
+    got = json.loads((out / "metrics.json").read_text())["vs_erm"]["steady"]
+    assert got["verdict"] == "unknown" and got["n"] == 1 and got["ci_low"] is None
+
+
+def test_methods_pair_only_on_common_seeds(tmp_path):
+    # erm has seeds 0-2, steady only 0-1: two pairs, 1 degree of freedom
+    root = _runs(tmp_path / "runs", target={"erm": ERM})
+    for s in (0, 1):
+        for d in DOMAINS:
+            write_run(root / f"{d}-{s}" / "steady-cfg0", "steady", d, s, 1.0, 0.9, TARGET["steady"][d][s] / 100)
+    out = tmp_path / "rep"
+    run(ReportConfig(), [root], out)
+    got = json.loads((out / "metrics.json").read_text())["vs_erm"]["steady"]
+    low, high = stats.ttest_rel(_avg("steady", [0, 1]), _avg("erm", [0, 1])).confidence_interval(0.95)
+    assert got["n"] == 2 and got["ci_low"] == pytest.approx(low, abs=1e-3) and got["ci_high"] == pytest.approx(high, abs=1e-3)
 
 
 def test_no_erm_row_no_verdicts(tmp_path):
@@ -98,11 +163,26 @@ def test_figure_has_std_error_bars(tmp_path):
         assert len(segments) == len(columns)
         for seg, column, bar in zip(segments, columns, container.patches, strict=True):
             (x0, lo), (x1, hi) = seg
-            std = float(np.std([100 * TARGET[name][s] for s in SEEDS], ddof=1))
+            values = _avg(name) if column == lib.AVG else TARGET[name][column]
+            std = float(np.std(values, ddof=1))
             assert x0 == x1 == pytest.approx(bar.get_x() + bar.get_width() / 2)
             assert (lo + hi) / 2 == pytest.approx(bar.get_height()) == pytest.approx(row[column].mean)
             assert (hi - lo) / 2 == pytest.approx(std)
     assert "error bars: ± std over seeds" in fig.axes[0].get_title()
+    # the paired panel: per method, the mean difference per column with the t interval as its error bar
+    panel = fig.axes[1]
+    assert "Paired difference to erm" in panel.get_title()
+    errorbars = [c for c in panel.containers if isinstance(c, ErrorbarContainer)]
+    assert sorted(c.get_label() for c in errorbars) == sorted(f"{m} − erm" for m in EXPECTED)
+    for container in errorbars:
+        method = container.get_label().split(" ")[0]
+        segments = container.lines[2][0].get_segments()
+        for seg, column in zip(segments, columns, strict=True):
+            (_, lo), (_, hi) = seg
+            a = _avg(method) if column == lib.AVG else TARGET[method][column]
+            b = _avg("erm") if column == lib.AVG else ERM[column]
+            low, high = stats.ttest_rel(a, b).confidence_interval(0.95)
+            assert lo == pytest.approx(low, abs=1e-6) and hi == pytest.approx(high, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- learning check
@@ -164,6 +244,35 @@ def test_learning_check_against_the_teacher_on_the_same_source_rows(tmp_path):
     assert "| erm | sketch | 2 | 2 | 66.0 | 75.0 | 0.500 | pass |" in md
     summary = json.loads((out / "metrics.json").read_text())["learning_check"]
     assert summary == {"passed": 3, "runs": 5, "margin_points": 10.0, "ce_limit": round(limit, 4)}
+
+
+def test_learning_check_without_a_curve_fails_and_says_why(tmp_path):
+    """A selected epoch that cannot be read, or a NaN curve, never passes the bar, and results.md says why."""
+    work = _work(tmp_path / "work")
+    runs = tmp_path / "runs"
+    # 0: metrics.json names no selected epoch; 1: the selected epoch is not in epochs.csv; 2: CE is NaN at the
+    # selected epoch (a diverged run: NaN losses, its accuracy still read); 3: no epochs.csv at all; 4: passes
+    for seed in range(5):
+        _learning_run(runs / f"art-{seed}" / "erm-cfg0", "art", seed, 0.95, math.nan if seed == 2 else 0.2)
+    m0 = runs / "art-0" / "erm-cfg0" / "metrics.json"
+    metrics = json.loads(m0.read_text())
+    del metrics["selected_epoch"]
+    m0.write_text(json.dumps(metrics))
+    m1 = runs / "art-1" / "erm-cfg0" / "metrics.json"
+    m1.write_text(json.dumps({**json.loads(m1.read_text()), "selected_epoch": 7}))
+    (runs / "art-3" / "erm-cfg0" / "epochs.csv").unlink()
+    out = tmp_path / "rep"
+    report = run(ReportConfig(), [runs], out, work=work)
+    got = {c.run.seed: c for c in learning.check(report, learning.read_teacher_val(work))}
+    assert [got[s].passed for s in range(5)] == [False, False, False, False, True]
+    assert all(got[s].val_ok for s in range(5))  # it is the curve, not the accuracy, that fails them
+    md = (out / "results.md").read_text()
+    assert "| erm | art | 0 | – | 95.0 | 85.0 | – | FAIL (metrics.json names no selected epoch) |" in md
+    assert "| erm | art | 1 | 7 | 95.0 | 85.0 | – | FAIL (epoch 7 is not in epochs.csv) |" in md
+    assert "| erm | art | 2 | 2 | 95.0 | 85.0 | – | FAIL (train CE is not a number (diverged?)) |" in md
+    assert "| erm | art | 3 | 2 | 95.0 | 85.0 | – | FAIL (no epochs.csv) |" in md
+    assert "| erm | art | 4 | 2 | 95.0 | 85.0 | 0.200 | pass |" in md
+    assert json.loads((out / "metrics.json").read_text())["learning_check"]["passed"] == 1
 
 
 def test_learning_check_all_pass_and_cli(tmp_path):

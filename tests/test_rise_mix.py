@@ -1,18 +1,23 @@
-"""rise-mix: one RISE student per teacher store on the same batches, predicting with the sum of their scores."""
+"""rise-mix: one student per teacher store on the same batches, each at its own learning rate, trained as the
+reference's mix trains them (KD + CE + AD, no RD), predicting with the sum of their scores; rise-mix-full
+gives every student RISE's full loss."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from pipeline.distill.config import DistillConfig
-from pipeline.distill.data import EvalItems
+from pipeline.distill.config import DistillConfig, effective
+from pipeline.distill.data import EvalItems, RunData, view_index
 from pipeline.distill.loader import RowLocations, StoreImages
 from pipeline.distill.step import run, run_group
 from pipeline.distill.students import build_student
+from pipeline.distill.trainer import Trainer
 from pipeline.errors import UserError
 from pipeline.extract.embed_step import EmbedConfig
 from pipeline.extract.embed_step import run as embed_run
@@ -34,9 +39,13 @@ def work(tmp_path_factory):
     return work
 
 
+LRS = [1e-3, 4e-3]  # the first and the second teacher's student, as the reference's TerraIncognita has 2e-3, 4e-3
+
+
 def _cfg(**kw) -> DistillConfig:
     base = dict(target_domain=TARGET, student="test_resnet", pretrained=False, epochs=2, image_size=32,
-                batch_size=8, workers=0, device="cpu", method="rise-mix", teachers=["default", "rn"])
+                batch_size=8, workers=0, device="cpu", method="rise-mix", teachers=["default", "rn"],
+                mix_lrs=LRS)
     return DistillConfig(**{**base, **kw})
 
 
@@ -53,17 +62,88 @@ def mixed(work, tmp_path_factory):
     return out, run(_cfg(), work, out)
 
 
-def test_each_student_equals_a_rise_run_from_its_own_teacher(work, mixed, tmp_path):
+def test_each_student_equals_a_rise_abs_run_from_its_own_teacher(work, mixed, tmp_path):
+    """rise-mix's students have no RD (the reference's): each is the rise-abs run (CE + KD + AD) from its own
+    teacher at its own learning rate."""
     out, metrics = mixed
     assert metrics["method"] == "rise-mix" and metrics["teachers"] == ["default", "rn"]
-    assert metrics["teacher_models"] == ["RISE-micro-ViT", "RISE-tiny-RN"]
+    assert metrics["teacher_models"] == ["RISE-micro-ViT", "RISE-tiny-RN"] and metrics["lrs"] == LRS
+    assert metrics["loss_weights"] == {"ce": 0.2, "kd": 0.8, "ad": 1.0, "rd": 0.0}
     last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     for k, store in enumerate(["default", "rn"]):
         alone_out = tmp_path / store
-        run(_cfg(method="rise", teachers=[store]), work, alone_out)
-        alone = torch.load(alone_out / "checkpoints" / "last.pt", weights_only=True)["model"]
-        mine = last["model"][str(k)]
+        run(_cfg(method="rise-abs", teachers=[store], lr=LRS[k], mix_lrs=[]), work, alone_out)
+        alone = torch.load(alone_out / "checkpoints" / "last.pt", weights_only=True)["units"][0]["model"]
+        mine = last["units"][k]["model"]
         assert all(torch.equal(mine[n], alone[n]) for n in alone), store
+
+
+def _reference_loss(z, logits, labels, teacher_embedding, t_hat, T, w_kd, w_ce, w_dist):
+    """One student's loss as train_rise_mix_teacher.py computes it (lines 159-214): KD against the teacher's
+    100 * cosine logits, cross-entropy, AD as a cosine-embedding loss; the first student's RD is multiplied
+    by 0 there and the second's is absent, so neither enters."""
+    teacher_logits = 100.0 * F.normalize(teacher_embedding, dim=-1) @ t_hat.T
+    supervised = torch.nn.CrossEntropyLoss()(logits, labels)
+    kl = F.kl_div(F.log_softmax(logits / T, dim=1), F.softmax(teacher_logits / T, dim=1),
+                  reduction="batchmean") * T * T
+    instance = torch.stack([t_hat[int(y)] for y in labels])
+    ad = torch.nn.CosineEmbeddingLoss()(F.normalize(z, dim=-1), instance, torch.ones(len(z)))
+    return kl * w_kd + supervised * w_ce + ad * w_dist
+
+
+def test_the_mix_trains_step_for_step_as_the_reference_loop(work):
+    """Two students, each with its own learning rate and the reference's loss, on the very batches the mix
+    sees; after every step each reference student's state equals the mix's. A rise-mix-full record trained
+    alongside (RD on) ends elsewhere: the comparison can fail."""
+    stores = [verify_store(work), verify_store(work, "rn")]
+    cfg = effective(_cfg(lr_decay_at=0.5))
+    target = stores[0].domain_names.index(TARGET)
+    data = RunData(work, stores[0], [i for i in range(len(stores[0].domain_names)) if i != target], target,
+                   cfg.image_size, cfg.seed, cfg.batch_size, 0, cfg.balance)
+    mix = Trainer(cfg, stores, data)
+    full = Trainer(dataclasses.replace(cfg, method="rise-mix-full"), stores, data)
+    assert [u.optimizer.param_groups[0]["lr"] for u in mix.units] == LRS
+    refs, opts, scheds = [], [], []
+    for k, store in enumerate(stores):
+        torch.manual_seed(cfg.seed)
+        m = build_student("test_resnet", store.text_class)
+        assert all(torch.equal(v, mix.units[k].model.state_dict()[n]) for n, v in m.state_dict().items())
+        opt = torch.optim.SGD(m.parameters(), lr=LRS[k], momentum=0.9, weight_decay=5e-4)
+        refs.append(m), opts.append(opt), scheds.append(torch.optim.lr_scheduler.MultiStepLR(opt, [1], 0.1))
+    t_hats = [F.normalize(torch.as_tensor(s.text_class), dim=-1) for s in stores]
+    steps = 0
+    for epoch in range(cfg.epochs):
+        mix.begin_epoch(), full.begin_epoch()
+        for m in refs:
+            m.train()
+        for step, batch in enumerate(data.train_loader(epoch, data.plan(epoch))):
+            if batch is None or len(batch.label) < 2:
+                continue
+            mix.train_step(batch, epoch, step)
+            full.train_step(batch, epoch, step)
+            keys = stores[0].keys[batch.row.numpy()]
+            for k, (m, opt, store) in enumerate(zip(refs, opts, stores, strict=True)):
+                teacher = torch.from_numpy(store.view_embedding(
+                    [store.view_row_of(key) for key in keys],
+                    [view_index(cfg.seed, key, epoch, store.views_k) for key in keys]))
+                z, logits = m(m.normalize(batch.image))
+                loss = _reference_loss(z, logits, batch.label, teacher, t_hats[k], cfg.temperature, cfg.w_kd,
+                                       cfg.w_ce, cfg.w_dist)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                mine = mix.units[k].model.state_dict()
+                for n, v in m.state_dict().items():
+                    torch.testing.assert_close(mine[n], v, rtol=1e-4, atol=1e-6, msg=f"{n}, student {k}")
+            steps += 1
+        for u in (*mix.units, *full.units):
+            u.scheduler.step()
+        for s in scheds:
+            s.step()
+    assert steps >= 4 and [u.optimizer.param_groups[0]["lr"] for u in mix.units] == pytest.approx([v / 10 for v in LRS])
+    w = full.units[0].model.state_dict()
+    assert not all(torch.allclose(w[n].float(), v.float(), rtol=1e-4, atol=1e-6)
+                   for n, v in refs[0].state_dict().items())
 
 
 def test_the_mix_predicts_with_the_sum_of_the_students_scores(work, mixed):
@@ -74,7 +154,7 @@ def test_the_mix_predicts_with_the_sum_of_the_students_scores(work, mixed):
     models = []
     for k, store in enumerate(stores):
         m = build_student("test_resnet", store.text_class)
-        m.load_state_dict(last["model"][str(k)])
+        m.load_state_dict(last["units"][k]["model"])
         models.append(m.eval())
     target = stores[0].domain_names.index(TARGET)
     rows = np.flatnonzero(stores[0].domains == target)
@@ -91,8 +171,9 @@ def test_the_mix_predicts_with_the_sum_of_the_students_scores(work, mixed):
 def test_rise_mix_in_a_group_with_other_methods(work, mixed, tmp_path):
     _, alone = mixed
     results = run_group(_cfg(method="rise"), ["rise-mix", "erm"], [{}], work, tmp_path / "g")
-    assert results["rise-mix-cfg0"]["target_acc"] == alone["target_acc"]
-    assert results["rise-mix-cfg0"]["source_val_acc"] == alone["source_val_acc"]
+    [mix] = [name for name in results if name.startswith("rise-mix-")]
+    assert len(results) == 2 and results[mix]["target_acc"] == alone["target_acc"]
+    assert results[mix]["source_val_acc"] == alone["source_val_acc"]
 
 
 @pytest.mark.parametrize("kw,needle", [
@@ -100,6 +181,9 @@ def test_rise_mix_in_a_group_with_other_methods(work, mixed, tmp_path):
     (dict(method="rise", teachers=["default", "rn"]), "several --teachers are for rise-mix"),
     (dict(teachers=["default", "nope"]), "teacher store 'nope' not found"),
     (dict(teachers=["default", "default"]), "name each store once"),
+    (dict(mix_lrs=[1e-3]), "mix_lrs gives 1 learning rates for 2 teachers"),
+    (dict(mix_lrs=[1e-3, -1.0]), "mix_lrs must be finite numbers > 0"),
+    (dict(method="rise-mix-full", teachers=["default"]), "rise-mix-full mixes students of several teachers"),
 ])
 def test_bad_teacher_lists_are_refused_before_training(work, tmp_path, kw, needle):
     with pytest.raises(UserError, match=needle):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from pipeline.distill.sampling import balanced_epoch_batches, epoch_batches, plan_summary, rank_slice
+from pipeline.distill.sampling import balanced_epoch_batches, epoch_batches, plan_summary
 from pipeline.errors import UserError
 
 
@@ -61,26 +60,3 @@ def test_bad_plans_are_one_line_errors(rows, batch):
     with pytest.raises(UserError) as e:
         epoch_batches(rows, 0, 0, batch)
     assert "\n" not in str(e.value)
-
-
-def test_two_ranks_split_every_batch_and_average_to_the_full_gradient():
-    """Data parallelism as torchrun would drive it, with 2 ranks in one process: each rank takes a disjoint
-    slice of every planned batch, and the size-weighted mean of the ranks' gradients (what DDP's all-reduce
-    gives for equal slices) equals the full batch's gradient."""
-    torch.manual_seed(0)
-    x_all, y_all = torch.randn(200, 5), torch.randint(0, 3, (200,))
-    model = torch.nn.Linear(5, 3)
-    for batch in epoch_batches(np.arange(200), seed=0, epoch=0, batch_size=64):
-        parts = [rank_slice(batch, r, 2) for r in range(2)]
-        assert np.array_equal(np.sort(np.concatenate(parts)), np.sort(batch))
-        assert len(set(parts[0]) & set(parts[1])) == 0
-        grads = []
-        for p in parts:
-            model.zero_grad()
-            torch.nn.functional.cross_entropy(model(x_all[p]), y_all[p]).backward()
-            grads.append(model.weight.grad.clone() * len(p) / len(batch))
-        model.zero_grad()
-        torch.nn.functional.cross_entropy(model(x_all[batch]), y_all[batch]).backward()
-        assert torch.allclose(grads[0] + grads[1], model.weight.grad, atol=1e-6)
-    with pytest.raises(UserError):
-        rank_slice(np.arange(4), 2, 2)

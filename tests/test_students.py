@@ -28,6 +28,29 @@ def test_structure_and_init():
     assert m.projector.in_features == ref.num_features and m.projector.out_features == D
     assert torch.allclose(m.classifier.weight, t_hat, atol=1e-6)
     assert torch.count_nonzero(m.classifier.bias) == 0
+
+
+def test_projector_starts_as_the_references():
+    """N(0, 0.01) weights and a zero bias (RISE's resnetv2 `_init_weights`), not PyTorch's default uniform
+    U(-1/sqrt(F), 1/sqrt(F)), whose std for test_resnet's features is far larger."""
+    raw, _, _ = _text()
+    torch.manual_seed(0)
+    w = build_student("test_resnet", raw).projector.requires_grad_(False)
+    assert torch.count_nonzero(w.bias) == 0
+    n = w.weight.numel()
+    assert n >= 1000 and abs(float(w.weight.mean())) < 3 * 0.01 / n ** 0.5
+    assert float(w.weight.std()) == pytest.approx(0.01, rel=0.1)
+    default = torch.nn.Linear(w.in_features, w.out_features)
+    assert float(default.weight.std()) > 2 * 0.01  # the test tells the two apart
+    # normal, not uniform: a normal sample exceeds 2.5 std a few times in a hundred, a uniform of std 0.01 never
+    assert float((w.weight.abs() > 0.025).float().mean()) > 0.005
+
+
+def test_forward_and_normalisation():
+    raw, t_hat, _ = _text()
+    torch.manual_seed(0)
+    m = build_student("test_resnet", raw * 5)
+    ref = timm.create_model("test_resnet", pretrained=False, num_classes=0)
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     z, logits = m(m.normalize(x))
     assert z.shape == (4, D) and logits.shape == (4, C)

@@ -9,6 +9,7 @@ sweeps of 2 held-out domains x 1 seed x 2 methods, 2 epochs of the tiny `test_re
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shutil
@@ -22,9 +23,12 @@ import yaml
 from distributed import Client, LocalCluster, WorkerPlugin
 
 import pipeline.sweep as sweep_module
-from pipeline.sweep import local_cluster, plan, run_sweep
+from pipeline.plan import plan_sweep
+from pipeline.sweep import local_cluster, run_sweep
 from tests.distill_fixtures import shared_work
-from tests.dvc_fixtures import make_repo, real_data_params, repro, run
+from tests.dvc_fixtures import RAN, make_repo, real_data_params, repro, run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _inproc(cli, argv) -> tuple[int, str, str]:
@@ -32,23 +36,44 @@ def _inproc(cli, argv) -> tuple[int, str, str]:
     r = cli(*argv, in_process=True)
     return r.code, r.out, r.err
 
-MEMBERS = {"cartoon-0/erm-cfg0", "cartoon-0/rise-cfg0", "photo-0/erm-cfg0", "photo-0/rise-cfg0"}
-
-
 def _params(work, **sweep) -> dict:
+    # the student starts from local weights given relative to the params file (as the demo's), which the
+    # plan makes absolute and pins by their SHA-256 -- commands here run from the repository, not from there
     return {"data": {"work": str(work)},
-            "distill": {"student": "test_resnet", "pretrained": False, "epochs": 2, "image_size": 32,
-                        "batch_size": 8, "workers": 0, "device": "cpu", "lr": 0.01},
+            "distill": {"student": "test_resnet", "pretrained": True, "checkpoint": "weights/backbone.pth",
+                        "epochs": 2, "image_size": 32, "batch_size": 8, "workers": 0, "device": "cpu", "lr": 0.01},
             "sweep": {"domains": ["cartoon", "photo"], "methods": ["erm", "rise"], "seeds": [0], "grid": [{}],
                       **sweep},
             "report": {"teacher_row": False}}
 
 
+def _backbone() -> bytes:
+    """A timm state_dict of the tiny student, the same bytes every time (seeded)."""
+    import io
+
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), buf)
+    return buf.getvalue()
+
+
 def _project(folder: Path, params: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "weights" / "backbone.pth"
+    if not weights.exists():
+        weights.parent.mkdir()
+        weights.write_bytes(_backbone())
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def _members(params: Path) -> set[str]:
+    """`<group>/<member>` of every distinct student the plan of `params` trains."""
+    return set(plan_sweep(params).expected_runs())
 
 
 def _results(folder: Path) -> dict[str, tuple[str, list[list[str]]]]:
@@ -62,7 +87,7 @@ def _results(folder: Path) -> dict[str, tuple[str, list[list[str]]]]:
 def _assert_same(results: dict, reference: dict) -> None:
     """metrics.json identical; epochs.csv equal up to float summation order (torch's CPU thread count may
     differ between a worker and this process)."""
-    assert set(results) == set(reference) == MEMBERS
+    assert set(results) == set(reference) and len(results) == 4
     for name, (metrics, rows) in results.items():
         assert metrics == reference[name][0], name
         ref_rows = reference[name][1]
@@ -91,7 +116,7 @@ def reference(work, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        outcomes = list(run_sweep(plan(yaml.safe_load(params.read_text()), folder)))
+        outcomes = list(run_sweep(plan_sweep(params)))
     finally:
         torch.set_num_threads(threads)
     assert [(o.key, o.count("done"), o.where, o.error) for o in outcomes] == \
@@ -101,7 +126,7 @@ def reference(work, tmp_path_factory):
 
 def test_in_process_rerun_skips_complete_members_and_reports(reference, capsys, cli):
     folder, results = reference
-    assert set(results) == MEMBERS
+    assert set(results) == _members(folder / "params.yaml") and len(results) == 4  # 2 groups x (erm, rise)
     code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(folder / "params.yaml")])
     assert code == 0, out
     assert _lines(out, "cartoon-0: ") == [_lines(out, "cartoon-0: ")[0]]
@@ -204,33 +229,63 @@ def test_a_group_whose_worker_is_killed_is_rerun_and_resumes(reference, work, tm
     assert line.startswith(f"{domain}-0: 2 done (2 resumed), 0 skipped in "), line
 
 
-def test_dry_run_lists_every_member_with_its_state(reference, work, tmp_path, capsys, cli):
+def _dry_states(out: str) -> dict[str, str]:
+    states, group = {}, None
+    for line in out.splitlines():
+        if line.startswith("  "):
+            name, state = line.split("  [")[0].split(None, 1)
+            states[f"{group}/{name}"] = state.strip()
+        elif line.endswith(")") and "(" in line and not line.startswith("dry run"):
+            group = line.split()[0]
+    return states
+
+
+def test_dry_run_says_what_the_real_run_will_do(reference, work, tmp_path, capsys, cli):
     folder = tmp_path / "p"
     shutil.copytree(reference[0] / "data/runs", folder / "data/runs")
-    (folder / "data/runs/photo-0/rise-cfg0/metrics.json").unlink()  # killed in its last epoch: has last.pt
     params = _project(folder, _params(work, grid=[{}, {"w_dist": 2.0}]))
+    [erm, rise, rise2] = [m.name for m in plan_sweep(params).group("photo", 0).members]
+    (folder / "data/runs/photo-0" / rise / "metrics.json").unlink()  # killed in its last epoch: has last.pt
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params), "--dry-run"])
     assert code == 0, out
-    states = {}
-    group = None
-    for line in out.splitlines():
-        if line.startswith("  "):
-            name, state = line.split(None, 1)
-            states[f"{group}/{name}"] = state
-        elif line.endswith(")") and "(" in line and not line.startswith("dry run"):
-            group = line.split()[0]
-    assert states == {"cartoon-0/erm-cfg0": "complete", "cartoon-0/rise-cfg0": "complete",
-                      "photo-0/erm-cfg0": "complete", "photo-0/rise-cfg0": "partial (has last.pt)",
-                      "cartoon-0/erm-cfg1": "to run", "cartoon-0/rise-cfg1": "to run",
-                      "photo-0/erm-cfg1": "to run", "photo-0/rise-cfg1": "to run"}
-    assert out.rstrip().splitlines()[-1] == "dry run: 2 group(s), 8 member(s): 3 complete, 1 partial, 4 to run"
+    # ERM ignores w_dist: its two grid entries are the one ERM student already trained
+    assert _dry_states(out) == {f"cartoon-0/{erm}": "complete", f"cartoon-0/{rise}": "complete",
+                                f"photo-0/{erm}": "complete", f"photo-0/{rise}": "partial (has last.pt)",
+                                f"cartoon-0/{rise2}": "to run", f"photo-0/{rise2}": "to run"}
+    assert "[erm, grid entries 0-1]" in out and "[rise, grid entry 1]" in out
+    assert out.rstrip().splitlines()[-1] == \
+        "dry run: 2 group(s), 6 student(s): 3 complete (skipped), 1 partial (resume), 2 to run"
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing trained or written
-    # Another distill config: the complete runs and the checkpoints are stale.
-    _project(folder, _params(work) | {"distill": {**_params(work)["distill"], "lr": 0.05}})
+    # Other weights at the same path: the pinned digest differs, so the complete runs and the checkpoints are
+    # stale, as the real run would find.
+    weights = folder / "weights/backbone.pth"
+    original = weights.read_bytes()
+    weights.write_bytes(original + b"\0")
     code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params), "--dry-run"])
-    assert "complete" not in out.split("dry run:")[0]
-    assert "  rise-cfg0  to run (checkpoints of another config: discarded)" in out
+    states = _dry_states(out)
+    assert len(states) == 6 and all(state.startswith("to run") for state in states.values())
+    assert states[f"photo-0/{rise}"] == states[f"cartoon-0/{erm}"] == "to run (checkpoints of another config: discarded)"
+    weights.write_bytes(original)
+    # The real run does what the first dry run said: 3 students trained (one resumed), 3 skipped.
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params)])
+    assert code == 0, out
+    assert "photo-0: 2 done (1 resumed), 1 skipped in " in out
+    assert out.rstrip().splitlines()[-1] == "sweep: 3 done, 3 skipped, 0 failed"
+
+
+def test_old_position_named_folders_are_refused_with_one_line(reference, work, tmp_path, capsys, cli):
+    folder = tmp_path / "p"
+    shutil.copytree(reference[0] / "data/runs", folder / "data/runs")
+    params = _project(folder, _params(work))
+    erm = next(iter(plan_sweep(params).group("photo", 0).members)).name
+    shutil.copytree(folder / "data/runs/photo-0" / erm, folder / "data/runs/photo-0/erm-cfg0")
+    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params)])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "holds run folders named by grid position (erm-cfg0)" in lines[0]
+    assert "move them out of" in lines[0] and "or delete them, then rerun" in lines[0]
+    code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(params), "--dry-run"])
+    assert code == 0 and "  refused: holds run folders named by grid position (erm-cfg0)" in out
 
 
 def test_one_failed_group_never_hides_the_others(reference, work, tmp_path, capsys, cli):
@@ -303,24 +358,62 @@ def _dvc_params() -> dict:
                             sweep={"domains": ["photo", "sketch"], "methods": ["erm"], "seeds": [0], "grid": [{}]})
 
 
+def _readme_recipe() -> list[list[str]]:
+    """The commands of the README's "Sweeps on a cluster" block, up to the local-workers run (the next line
+    needs a running dask cluster), each `a && b` split in two."""
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("### Sweeps on a cluster"):]
+    block = block[block.index("```bash") + 7:block.index("```", block.index("```bash") + 7)]
+    commands = []
+    for line in block.strip().splitlines():
+        words = shlex.split(line, comments=True)
+        if "--scheduler" in words:
+            break
+        while "&&" in words:
+            i = words.index("&&")
+            commands.append(words[:i])
+            words = words[i + 1:]
+        commands.append(words)
+    return commands
+
+
 @pytest.mark.slow
-def test_sweep_run_then_dvc_commit_leaves_dvc_repro_nothing_to_do(tmp_path):
+def test_the_readme_cluster_recipe_gives_the_report_stage_byte_for_byte(tmp_path):
     from pipeline.demo.world import WorldConfig, write_world
 
-    repo = make_repo(tmp_path / "repo", _dvc_params())
+    params = _dvc_params()
+    params["extra_teachers"] = [{"name": "rn", "model": "RISE-micro-ViT", "pretrained": "random"}]
+    repo = make_repo(tmp_path / "repo", params)
     write_world(WorldConfig(per_cell=4, image_size=32, classes=["car", "fish"],
                             domains=["cartoon", "photo", "sketch"]), repo / "data" / "images")
-    # stage one, and the placeholder demo stages (off for a real dataset; distill depends on data/student)
-    ran, _ = repro(repo, "world", "student-pretrain", "embed")
-    assert {"world", "student-pretrain", "shard", "embed"} <= ran
-    r = run(repo, ["rise-pipeline", "sweep", "run"])
-    assert r.stdout.rstrip().splitlines()[-1] == "sweep: 2 done, 0 skipped, 0 failed"
+    recipe = _readme_recipe()
+    assert [c[:2] for c in recipe] == [["dvc", "repro"], ["rise-pipeline", "sweep"], ["rise-pipeline", "sweep"],
+                                       ["dvc", "commit"]], recipe
+    outs = [run(repo, cmd) for cmd in recipe]
+    assert {"world", "teacher", "student-pretrain", "shard", "embed", "embed-teacher@0"} <= \
+        set(RAN.findall(outs[0].stdout + outs[0].stderr))
+    assert outs[1].stdout.rstrip().splitlines()[-1] == \
+        "dry run: 2 group(s), 4 student(s): 0 complete (skipped), 0 partial (resume), 4 to run"
+    assert outs[2].stdout.rstrip().splitlines()[-1] == "sweep: 4 done, 0 skipped, 0 failed"  # erm + rise-mix
     runs = repo / "data/runs"
-    assert sorted(str(p.parent.relative_to(runs)) for p in runs.glob("*/*/metrics.json")) == \
-        ["photo-0/erm-cfg0", "sketch-0/erm-cfg0"]
-    assert "distill@photo-0" in run(repo, ["dvc", "status"]).stdout  # DVC does not know these outputs yet
-    run(repo, ["dvc", "commit", "-f"])
+    trained = {str(p.parent.relative_to(runs)) for p in runs.glob("*/*/metrics.json")}
+    assert trained == _members(repo / "params.yaml") and sum("/rise-mix-" in t for t in trained) == 2
+    report = {p.name: p.read_bytes() for p in (repo / "data/report").iterdir()}
+    assert set(report) == {"results.md", "results.csv", "results.png", "metrics.json"}
+    metrics = json.loads(report["metrics.json"])
+    assert "rise-mix" in metrics and metrics["learning_check"]["runs"] == 4  # extra teacher, learning check
     status = run(repo, ["dvc", "status"]).stdout
     assert "up to date" in status and "changed" not in status, status
+    # the report stage, forced, writes exactly what sweep run wrote
+    assert RAN.findall(run(repo, ["dvc", "repro", "-f", "-s", "report"]).stdout) == ["report"]
+    assert {p.name: p.read_bytes() for p in (repo / "data/report").iterdir()} == report
+    status = run(repo, ["dvc", "status"]).stdout
+    assert "up to date" in status and "changed" not in status, status
+    # a rerun of the sweep skips every student and still writes the same report
+    again = run(repo, ["rise-pipeline", "sweep", "run"]).stdout
+    assert again.rstrip().splitlines()[-1] == "sweep: 0 done, 4 skipped, 0 failed"
+    assert {p.name: p.read_bytes() for p in (repo / "data/report").iterdir()} == report
     ran, _ = repro(repo)
     assert ran == set()

@@ -53,6 +53,26 @@ def test_checkpoint_file_and_local_dir_load_the_same_weights(tmp_path):
     torch.testing.assert_close(t2.encode_images(x), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("device, precision", [("cpu", "fp32"), *[pytest.param(
+    "cuda", p, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device"))
+    for p in ("bf16", "fp16")]])
+def test_teacher_embeddings_under_autocast_match_fp32(device, precision):
+    """The teacher's image and text embeddings on `device` at `precision` (autocast on a GPU) agree with
+    open_clip's fp32 model on the CPU (cosine > 0.99); the CPU always runs fp32."""
+    ref, _ = _reference_model()
+    t = load_teacher("RISE-micro-ViT", "random", device=device, precision=precision)
+    assert t.precision == precision
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(ref.encode_image(x), dim=-1)
+        text = ref.encode_text(open_clip.get_tokenizer("RISE-micro-ViT")(["a photo of a dog", "a sketch"]))
+    got = t.encode_images(x).cpu()
+    assert got.dtype == torch.float32 and float((got * want).sum(-1).min()) > 0.99
+    mine = torch.as_tensor(t.encode_text(["a photo of a dog", "a sketch"]))
+    assert float(torch.nn.functional.cosine_similarity(mine, text.float()).min()) > 0.99
+
+
 @pytest.mark.parametrize("model, pretrained, message", [
     ("ViT-B-99", "openai", "unknown open_clip model 'ViT-B-99'; see open_clip.list_models() and open_clip.list_pretrained()"),
     ("ViT-B-16", "not-a-tag", "unknown pretrained tag 'not-a-tag' for ViT-B-16 (its tags: "),

@@ -30,10 +30,14 @@ log = logging.getLogger(__name__)
 FORMAT = "rise-pipeline/checkpoint/1"
 LAST, BEST = "last.pt", "best.pt"
 # What each file must hold, with the type of each entry (checked before anything is used).
-_COMMON = {"format": str, "config": dict, "store": dict, "store_id": str, "model": dict}
-LAST_KEYS = {**_COMMON, "optimizer": dict, "scheduler": dict, "epochs_done": int, "history": list,
-             "torch_rng": torch.Tensor}
-BEST_KEYS = {**_COMMON, "epoch": int, "metrics": dict}
+_COMMON = {"format": str, "config": dict, "store": dict, "store_id": str}
+# last.pt: one state per student of the run (model, optimizer, scheduler, rng: its CPU and device generator
+# states), then the run's record. best.pt: the selected epoch's model (a mix: one per student, "0", "1", ...).
+LAST_KEYS = {**_COMMON, "units": list, "epochs_done": int, "history": list}
+UNIT_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "rng": dict}
+BEST_KEYS = {**_COMMON, "model": dict, "epoch": int, "metrics": dict}
+# What last.pt held before each student's state had its own entry (one model, one CPU generator state).
+_EARLIER_LAST = ("model", "optimizer", "scheduler", "torch_rng")
 
 
 def store_identity(store) -> str:
@@ -99,7 +103,15 @@ def read_checkpoint(path: str | Path, keys: dict = LAST_KEYS, map_location="cpu"
         raise _not_ours(path, "no checkpoint format marker")
     if state["format"] != FORMAT:
         raise _not_ours(path, f"format {str(state['format'])[:60]!r}, this version reads {FORMAT!r}")
+    return check_entries(path, state, keys)
+
+
+def check_entries(path: Path, state: dict, keys: dict) -> dict:
+    """`state` when it holds `keys` with their types (and, for last.pt, each unit its entries)."""
     wrong = [k for k, t in keys.items() if not isinstance(state.get(k), t)]
+    if keys is LAST_KEYS and not wrong:
+        wrong = sorted({f"units.{k}" for u in state["units"] for k, t in UNIT_KEYS.items()
+                        if not isinstance(u, dict) or not isinstance(u.get(k), t)})
     if wrong:
         raise _not_ours(path, f"missing or malformed {', '.join(wrong)}")
     return state
@@ -122,7 +134,7 @@ class Checkpointer:
         write_torch(self.folder / name, state)
 
     def save_last(self, training_state: dict) -> None:
-        """`training_state`: model, optimizer, scheduler (state dicts), epochs_done, history, torch_rng."""
+        """`training_state`: units (each: model, optimizer, scheduler, rng), epochs_done, history."""
         self._save(LAST, training_state)
 
     def save_best(self, model_state: dict, epoch: int, metrics: dict) -> None:
@@ -139,7 +151,16 @@ class Checkpointer:
         path = self.folder / LAST
         if not path.is_file():
             return 0
-        state = read_checkpoint(path, LAST_KEYS, map_location)
+        earlier = read_checkpoint(path, _COMMON, map_location)
+        if "units" not in earlier and all(k in earlier for k in _EARLIER_LAST):
+            # Written by an earlier release, before a run's students each kept their own state.
+            if self.restart_stale:
+                self.discard()
+                log.warning("%s: checkpoints of an earlier release removed; training from scratch", self.out)
+                return 0
+            raise UserError(f"{self.out} holds checkpoints of an earlier release; delete them (or pass "
+                            "--restart-stale) to train this run from scratch, or use another --out")
+        state = check_entries(path, earlier, LAST_KEYS)
         changed = result_differences(self.config, state["config"])
         other_store = state["store_id"] != self.store_id
         if (changed or other_store) and self.restart_stale:

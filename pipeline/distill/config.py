@@ -5,6 +5,7 @@ Light on purpose (no torch, no timm): the command line and its `--help` are gene
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -19,10 +20,14 @@ from ..io import sha256_file
 BALANCES = ("none", "domains")
 VAL_AVERAGES = ("mean", "pooled")
 # The methods the paper compares; they differ only in which loss terms are on (`losses.method_weights`).
-METHODS = ("rise", "erm", "kd", "rise-abs", "rise-rel", "rise-mix")
-# rise-mix: one RISE student per teacher store, trained on the same batches, predicting with the sum of the
-# students' softmax outputs (RISE's mix of teachers).
+METHODS = ("rise", "erm", "kd", "rise-abs", "rise-rel", "rise-mix", "rise-mix-full")
+# The mixes of teachers: one student per teacher store, trained on the same batches, each at its own learning
+# rate (`mix_lrs`), predicting with the sum of the students' softmax outputs. rise-mix is the reference's
+# (train_rise_mix_teacher.py: each student KD + CE + AD, no RD); rise-mix-full, this project's extension,
+# gives every student RISE's full loss (RD too).
 MIX = "rise-mix"
+MIX_FULL = "rise-mix-full"
+MIXES = (MIX, MIX_FULL)
 
 
 @dataclass
@@ -55,7 +60,11 @@ class DistillConfig:
     w_dist: float = field(1.0, "Weight of the distance terms: AD (rise-abs), RD (rise-rel), both (rise).")
     seed: int = field(0, "Seed of the student init, data order and view schedule.")
     teachers: list[str] = field(["default"], "Teacher stores in --work to distil from (`extract --store NAME`): "
-                                             "one for every method; two or more for rise-mix, one student each.")
+                                             "one for every method; two or more for rise-mix and rise-mix-full, "
+                                             "one student each.")
+    mix_lrs: list[float] = field([], "rise-mix / rise-mix-full: the learning rate of each teacher's student, in "
+                                     "--teachers order (RISE's mix: 1e-3 then 2e-3 for PACS and VLCS). Empty: lr for "
+                                     "each. Other methods ignore it.")
     text_ensemble: bool = field(False, "Test-time ensemble: softmax(logits) + softmax(100 cos(z, t_hat)).")
     balance: str = field("none", "Batch composition: none = a uniform draw from all source training images (RISE's "
                                  "reference, DomainBed); domains = an equal share of each source domain per batch.",
@@ -77,14 +86,49 @@ NON_RESULT_FIELDS = ("device", "workers", "threads")
 
 
 def result_config(config: dict) -> dict:
-    """The part of a run's config (`to_dict(cfg)`) that its result depends on."""
-    return {k: v for k, v in config.items() if k not in NON_RESULT_FIELDS}
+    """The part of a run's config (`to_dict(cfg)`) that its result depends on. Local weights pinned by their
+    SHA-256 are the same weights wherever the file lies (a plan makes the path absolute; a DVC experiment
+    runs in another folder), so the path counts only while no digest is recorded."""
+    skip = set(NON_RESULT_FIELDS) | ({"checkpoint"} if config.get("checkpoint_sha256") else set())
+    return {k: v for k, v in config.items() if k not in skip}
 
 
 def result_differences(a: dict, b: dict) -> list[str]:
     """The result-relevant fields in which two run configs differ (empty: the same run), sorted."""
     ra, rb = result_config(a), result_config(b)
+    if a.get("checkpoint_sha256") or b.get("checkpoint_sha256"):  # the digests decide, not where the files lie
+        ra.pop("checkpoint", None), rb.pop("checkpoint", None)
     return sorted(k for k in ra.keys() | rb.keys() if ra.get(k) != rb.get(k))
+
+
+def effective(cfg: DistillConfig) -> DistillConfig:
+    """`cfg` with the loss weights its method trains with (`losses.method_weights`): ERM is plain cross-entropy
+    (w_ce 1, w_kd 0, w_dist 0) and KD has no distance term (w_dist 0). Members of a sweep whose effective
+    configs are equal are one student, trained once, and config.json states the weights it trained with.
+    The temperature is kept: every method logs the KD term (epochs.csv `loss_kd`), which depends on it."""
+    if cfg.method not in MIXES and cfg.mix_lrs:
+        cfg = dataclasses.replace(cfg, mix_lrs=[])
+    if cfg.method in MIXES and cfg.mix_lrs:
+        # the first teacher's student trains at lr: a mix's lr is its first learning rate, and equal rates are
+        # written as none (the same student either way)
+        lrs = [float(v) for v in cfg.mix_lrs]
+        same = len(set(lrs)) == 1 and len(lrs) == len(cfg.teachers)
+        cfg = dataclasses.replace(cfg, lr=lrs[0], mix_lrs=[] if same else lrs)
+    if cfg.method == "erm":
+        return dataclasses.replace(cfg, w_ce=1.0, w_kd=0.0, w_dist=0.0)
+    if cfg.method == "kd":
+        return dataclasses.replace(cfg, w_dist=0.0)
+    return cfg
+
+
+def unit_lrs(cfg, n: int) -> list[float]:
+    """The learning rate of each of a run's `n` students: `mix_lrs` for a mix that gives them, else lr each."""
+    if cfg.method in MIXES and cfg.mix_lrs:
+        if len(cfg.mix_lrs) != n:
+            raise UserError(f"mix_lrs gives {len(cfg.mix_lrs)} learning rates for {n} teachers; give one per "
+                            "teacher, in --teachers order, or none")
+        return [float(v) for v in cfg.mix_lrs]
+    return [float(cfg.lr)] * n
 
 
 def check_weight(name: str, value) -> float:
@@ -126,11 +170,17 @@ def validate(cfg: DistillConfig) -> None:
         raise UserError("--target-domain is required")
     if len(set(cfg.teachers)) != len(cfg.teachers) or not cfg.teachers:
         raise UserError(f"teachers: name each store once, got {cfg.teachers}")
-    if cfg.method == MIX and len(cfg.teachers) < 2:
-        raise UserError("rise-mix mixes students of several teachers: give two or more stores, e.g. "
+    if cfg.method in MIXES and len(cfg.teachers) < 2:
+        raise UserError(f"{cfg.method} mixes students of several teachers: give two or more stores, e.g. "
                         "--teachers default,rn101")
-    if cfg.method != MIX and len(cfg.teachers) != 1:
+    if cfg.method not in MIXES and len(cfg.teachers) != 1:
         raise UserError(f"{cfg.method} distils one teacher; several --teachers are for rise-mix")
+    if cfg.method in MIXES:
+        bad = [v for v in cfg.mix_lrs if isinstance(v, bool) or not isinstance(v, (int, float))
+               or not math.isfinite(v) or v <= 0]
+        if bad:
+            raise UserError(f"mix_lrs must be finite numbers > 0, got {bad[0]!r}")
+        unit_lrs(cfg, len(cfg.teachers))
     for name in ("w_kd", "w_ce", "w_dist"):
         check_weight(name, getattr(cfg, name))
     checks = [("epochs", cfg.epochs >= 1), ("batch_size", cfg.batch_size >= 2), ("image_size", cfg.image_size >= 16),

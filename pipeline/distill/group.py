@@ -2,44 +2,79 @@
 
 Runs that share a held-out domain, a seed and the batch plan (batch size, balance) see exactly the same
 batches, so a group reads, decodes and replays each batch once and lets every member take its own step
-on it (`trainer.train_together`). A member is one (method, grid config) pair; it writes its own run folder
-`OUT/<method>-cfg<i>/` with the same files as a run alone, and its metrics equal that run's (each member
-draws from its own torch generator state; nothing else a member does touches the others).
+on it (`trainer.train_together`). A member is one distinct student: the (method, grid config) pairs whose
+effective configs are equal (`config.effective`: a method's weight preset applied, so ERM's six entries of
+RISE's grid are one student) are trained once. It writes its own run folder `OUT/<method>-<hash>/`, named by
+its content (`member_name`), with the same files as a run alone, and its metrics equal that run's (each
+member draws from its own torch generator state; nothing else a member does touches the others).
 
 What must be equal inside a pass: image size (the replayed batch is rendered at one size), batch size,
-balance, seed, target domain and the number of loader workers. Members that differ there are split into
+balance, seed, target domain, the number of loader workers and the device (`PASS_FIELDS`). Members that differ there are split into
 several passes (`passes`); anything else -- student, method, loss weights, lr, epochs, ... -- may differ.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import from_mapping, to_dict
 from ..errors import UserError
-from .config import METHODS, MIX, DistillConfig, check_weight
+from .config import METHODS, MIXES, NON_RESULT_FIELDS, DistillConfig, check_weight, effective
 
 # The fields that decide the batches: members of one pass must agree on them.
 PASS_FIELDS = ("target_domain", "seed", "image_size", "batch_size", "balance", "workers", "device", "threads")
 # Fields a grid entry may not set: the group itself fixes them.
 GROUP_FIELDS = ("target_domain", "method")
+# Not in a member's name: the group folder holds them (domain, seed), they never change a result (workers,
+# device), or they pin content found at run time (the weights' digest: the same path is the same member).
+UNNAMED_FIELDS = ("target_domain", "seed", "checkpoint_sha256", *NON_RESULT_FIELDS)
+# Run folders named by grid position, from before members were named by content.
+LEGACY_NAME = re.compile(r".+-cfg\d+")
 
 
 @dataclass(frozen=True)
 class GroupMember:
-    """One student of a group: its method, its grid config's index and its resolved config."""
+    """One distinct student of a group: its method, its effective config, its folder name and the grid
+    entries (indices) it stands for."""
 
     method: str
-    index: int
+    name: str
     cfg: DistillConfig
+    entries: tuple[int, ...] = (0,)
 
-    @property
-    def name(self) -> str:
-        return f"{self.method}-cfg{self.index}"
+
+def member_name(cfg: DistillConfig) -> str:
+    """`<method>-<8 hex>`: the first 8 hex digits of the SHA-256 of the effective config's canonical JSON,
+    less UNNAMED_FIELDS. It depends on the content only, never on the grid entry's position, so reordering or
+    inserting grid entries never renames (nor retrains) a student; paths are hashed as written."""
+    named = {k: v for k, v in to_dict(effective(cfg)).items() if k not in UNNAMED_FIELDS}
+    text = json.dumps(named, sort_keys=True, separators=(",", ":"), default=str)
+    return f"{cfg.method}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def legacy_folders(out: Path) -> list[str]:
+    """Run folders in group folder `out` named by grid position (`<method>-cfg<i>`, earlier releases)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and LEGACY_NAME.fullmatch(p.name)
+                  and ((p / "metrics.json").is_file() or (p / "config.json").is_file()))
+
+
+def refuse_legacy(out: Path) -> None:
+    """One line saying what to do with run folders named by grid position: they are not members any more."""
+    old = legacy_folders(out)
+    if old:
+        raise UserError(f"{out} holds run folders named by grid position ({', '.join(old[:3])}"
+                        f"{', ...' if len(old) > 3 else ''}) from an earlier release; members are now named by "
+                        f"their config (e.g. rise-1a2b3c4d): move them out of {Path(out).parent} to keep them "
+                        "(`rise-pipeline report FOLDER` reads them) or delete them, then rerun")
 
 
 def parse_methods(value: str | list | tuple, where: str = "--method") -> list[str]:
@@ -92,17 +127,24 @@ def parse_grid(value) -> list[dict]:
 
 
 def members(base: DistillConfig, methods: list[str], grid: list[dict]) -> list[GroupMember]:
-    """Every (method, grid config) pair as a member with its resolved, validated config. With several
-    --teachers, rise-mix mixes them all and every other method distils the first."""
-    out = []
+    """The distinct students of methods x grid: each (method, grid config) pair resolved and its method's
+    weight preset applied (`effective`); pairs with equal effective configs are one member, which lists the
+    grid entries it stands for. Members of different methods are never merged (a method's row in the report
+    is trained under its own name), even where two presets would give the same weights. With several
+    --teachers, rise-mix and rise-mix-full mix them all and every other method distils the first."""
+    out: dict[str, GroupMember] = {}
     for method in methods:
         for i, entry in enumerate(grid):
             values = {**to_dict(base), **entry, "method": method}
-            if method != MIX:
+            if method not in MIXES:
                 values["teachers"] = list(values["teachers"])[:1]
-            cfg = from_mapping(DistillConfig, values, "distill")
-            out.append(GroupMember(method, i, cfg))
-    return out
+            cfg = effective(from_mapping(DistillConfig, values, "distill"))
+            name = member_name(cfg)
+            if name in out:
+                out[name] = dataclasses.replace(out[name], entries=(*out[name].entries, i))
+            else:
+                out[name] = GroupMember(method, name, cfg, (i,))
+    return list(out.values())
 
 
 def passes(group: list[GroupMember], max_members: int = 0) -> list[list[GroupMember]]:
@@ -116,40 +158,6 @@ def passes(group: list[GroupMember], max_members: int = 0) -> list[list[GroupMem
         size = max_members if max_members > 0 else len(same)
         out += [same[i:i + size] for i in range(0, len(same), size)]
     return out
-
-
-def parse_extra_teachers(value) -> list[dict]:
-    """params.yaml's `extra_teachers`: [{name, model, pretrained}, ...], the teachers besides the default
-    store that rise-mix mixes (one embed stage each in dvc.yaml). Empty: no rise-mix in the sweep."""
-    value = value or []
-    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-        raise UserError("extra_teachers must be a list of {name, model, pretrained} mappings")
-    from ..store import DEFAULT_STORE, store_file
-
-    for i, t in enumerate(value):
-        missing = [k for k in ("name", "model", "pretrained") if not t.get(k)]
-        if missing or set(t) - {"name", "model", "pretrained"}:
-            raise UserError(f"extra_teachers[{i}] needs exactly name, model and pretrained, got {sorted(t)}")
-        store_file(str(t["name"]))  # a usable store name
-        if t["name"] == DEFAULT_STORE:
-            raise UserError(f"extra_teachers[{i}]: '{DEFAULT_STORE}' is the main teacher's store; name it otherwise")
-    names = [t["name"] for t in value]
-    if len(set(names)) != len(names):
-        raise UserError(f"extra_teachers: each name once, got {names}")
-    return value
-
-
-def sweep_members(sweep: dict, extra_teachers) -> tuple[list[str], list[dict], list[str]]:
-    """(methods, grid, teachers) of dvc.yaml's groups: `sweep.methods` x `sweep.grid`, plus rise-mix over
-    the default and every extra teacher when there are extra teachers."""
-    methods = parse_methods(sweep.get("methods") or [], "sweep.methods")
-    grid = parse_grid(sweep.get("grid") or [{}])
-    extra = [t["name"] for t in parse_extra_teachers(extra_teachers)]
-    if extra and MIX not in methods:
-        methods.append(MIX)
-    from ..store import DEFAULT_STORE
-
-    return methods, grid, [DEFAULT_STORE, *extra]
 
 
 def is_group(methods: list[str], grid: list[dict] | None) -> bool:

@@ -86,8 +86,9 @@ class LossWeights:
 
 def method_weights(method: str, w_ce: float, w_kd: float, w_dist: float) -> LossWeights:
     """The weight preset of a method: erm = CE only; kd = CE + KD; rise-abs / rise-rel add AD / RD;
-    rise adds both; each student of rise-mix is a rise student. ERM ignores the given w_ce (its loss is plain
-    cross-entropy)."""
+    rise adds both. Each student of rise-mix trains as the reference's mix does (KD + CE + AD: its first
+    student's RD is multiplied by 0, its second has none), each of rise-mix-full as a rise student. ERM
+    ignores the given w_ce (its loss is plain cross-entropy)."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     w_ce = check_weight("w_ce", w_ce)
@@ -95,8 +96,8 @@ def method_weights(method: str, w_ce: float, w_kd: float, w_dist: float) -> Loss
     w_dist = check_weight("w_dist", w_dist)
     if method == "erm":
         return LossWeights(ce=1.0, kd=0.0, ad=0.0, rd=0.0)
-    ad = w_dist if method in ("rise", "rise-abs", "rise-mix") else 0.0
-    rd = w_dist if method in ("rise", "rise-rel", "rise-mix") else 0.0
+    ad = w_dist if method in ("rise", "rise-abs", "rise-mix", "rise-mix-full") else 0.0
+    rd = w_dist if method in ("rise", "rise-rel", "rise-mix-full") else 0.0
     weights = LossWeights(ce=w_ce, kd=w_kd, ad=ad, rd=rd)
     if not any(weights.to_dict().values()):
         raise UserError(f"method {method!r} with w_ce={w_ce}, w_kd={w_kd}, w_dist={w_dist} has no loss term left")

@@ -67,14 +67,6 @@ def balanced_epoch_batches(rows, domains, seed: int, epoch: int, batch_size: int
     return out
 
 
-def rank_slice(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
-    """The part of a planned batch that one of `world_size` data-parallel ranks trains on: contiguous,
-    disjoint, together exactly the batch (sizes differ by at most one)."""
-    if not 0 <= rank < world_size:
-        raise UserError(f"rank {rank} outside 0..{world_size - 1}")
-    return np.array_split(np.asarray(batch), world_size)[rank]
-
-
 def plan_summary(batches: Sequence[np.ndarray], domains: np.ndarray, labels: np.ndarray) -> dict:
     """Mean distinct domains and classes per batch, and the share of single-domain batches."""
     if not batches:

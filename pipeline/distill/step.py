@@ -4,7 +4,8 @@ Leave-one-domain-out: train on the train split of every domain but the target, s
 validation split, test on the whole target domain. The teacher never runs here.
 
 `run` trains one student into OUT; `run_group` trains a group (methods x grid configs, one held-out domain
-and seed) into OUT/<method>-cfg<i>/, one data pass per set of members that can share batches (`group`).
+and seed; each distinct student once) into OUT/<method>-<hash>/, one data pass per set of members that can
+share batches (`group`); `run_members` trains members already resolved (a sweep plan's).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 
 from ..config import to_dict
 from ..errors import UserError
-from .config import DistillConfig, result_differences, validate
-from .group import members, passes
+from .config import DistillConfig, effective, result_differences, validate
+from .group import GroupMember, members, passes, refuse_legacy
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,14 @@ def _store_for(cfgs: list[DistillConfig], work) -> dict:
     errors); returns {store name: StoreReader}."""
     for cfg in cfgs:
         validate(cfg)
-    from ..store import DEFAULT_STORE, store_file, verify_store
+    from .. import layout
+    from ..store import verify_store
 
     names = list(dict.fromkeys(name for cfg in cfgs for name in cfg.teachers))
     stores = {}
     for name in names:
-        path = Path(work) / store_file(name)
-        if name != DEFAULT_STORE and not path.is_file():
+        path = layout.store(work, name)
+        if name != layout.DEFAULT_STORE and not path.is_file():
             raise UserError(f"teacher store {name!r} not found: {path} (build it with `rise-pipeline extract "
                             f"--steps embed --store {name} --model ...`)")
         stores[name] = verify_store(work, name)
@@ -90,9 +92,10 @@ def finished(cfg: DistillConfig, stores: dict, out: Path) -> dict | None:
     return None
 
 
-def _train(runs: list[tuple[DistillConfig, Path]], stores: dict, work, restart_stale: bool, max_members: int) -> dict:
-    """Train the runs that are not finished, one data pass per set that shares batches; {out: metrics}."""
-    from .group import GroupMember
+def _train(runs: list[tuple[DistillConfig, Path]], stores: dict, work, restart_stale: bool,
+           max_members: int) -> tuple[dict, set[Path]]:
+    """Train the runs that are not finished, one data pass per set that shares batches; ({out: metrics}, the
+    outs trained now)."""
     from .trainer import train_pass
 
     results: dict[Path, dict] = {}
@@ -105,7 +108,7 @@ def _train(runs: list[tuple[DistillConfig, Path]], stores: dict, work, restart_s
         else:
             todo.append((cfg, out))
     outs = {id(cfg): out for cfg, out in todo}
-    for group in passes([GroupMember(cfg.method, i, cfg) for i, (cfg, _) in enumerate(todo)]):
+    for group in passes([GroupMember(cfg.method, str(i), cfg) for i, (cfg, _) in enumerate(todo)]):
         start = time.perf_counter()
         pass_runs = [(m.cfg, outs[id(m.cfg)]) for m in group]
         for (cfg, out), metrics in zip(pass_runs, train_pass(pass_runs, stores, work, restart_stale, max_members),
@@ -116,22 +119,33 @@ def _train(runs: list[tuple[DistillConfig, Path]], stores: dict, work, restart_s
                      metrics["selected_epoch"], metrics["source_val_acc"], metrics["teacher_target_acc"])
         if len(group) > 1:
             log.info("one data pass trained %d students in %.1f s", len(group), time.perf_counter() - start)
-    return results
+    return results, {out for _, out in todo}
 
 
 def run(cfg: DistillConfig, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
-    """Check inputs, skip a finished identical run, else train (resuming from OUT/checkpoints/last.pt)."""
+    """Check inputs, skip a finished identical run, else train (resuming from OUT/checkpoints/last.pt). The
+    method's weight preset is applied first (`effective`): config.json states the weights it trains with."""
+    cfg = effective(cfg)
     stores = _store_for([cfg], work)
-    return _train([(cfg, Path(out))], stores, work, restart_stale, 0)[Path(out)]
+    return _train([(cfg, Path(out))], stores, work, restart_stale, 0)[0][Path(out)]
 
 
 def run_group(base: DistillConfig, methods: list[str], grid: list[dict], work: str | Path, out: str | Path,
               restart_stale: bool = False, max_members: int = 0) -> dict[str, dict]:
-    """Train every (method, grid config) member into OUT/<method>-cfg<i>/; returns {member name: metrics}.
-    Complete members are skipped, killed ones resume from their own checkpoints, and a member whose config
-    changed restarts alone (under `restart_stale`)."""
-    group = members(base, methods, grid)
-    stores = _store_for([m.cfg for m in group], work)
+    """Train every distinct student of methods x grid (`group.members`) into OUT/<member name>/; returns
+    {member name: metrics}. Complete members are skipped, killed ones resume from their own checkpoints, and
+    a member whose store or weights changed restarts alone (under `restart_stale`)."""
+    results = run_members(members(base, methods, grid), work, out, restart_stale, max_members)
+    return {name: metrics for name, (metrics, _) in results.items()}
+
+
+def run_members(group: list[GroupMember], work: str | Path, out: str | Path, restart_stale: bool = False,
+                max_members: int = 0) -> dict[str, tuple[dict, bool]]:
+    """Train resolved members into OUT/<member name>/; returns {member name: (metrics, trained now)} -- a
+    member that was already complete is (its metrics, False). Run folders named by grid position (earlier
+    releases) in OUT are refused with one line (`group.refuse_legacy`)."""
     out = Path(out)
-    results = _train([(m.cfg, out / m.name) for m in group], stores, work, restart_stale, max_members)
-    return {m.name: results[out / m.name] for m in group}
+    refuse_legacy(out)
+    stores = _store_for([m.cfg for m in group], work)
+    results, trained = _train([(m.cfg, out / m.name) for m in group], stores, work, restart_stale, max_members)
+    return {m.name: (results[out / m.name], out / m.name in trained) for m in group}

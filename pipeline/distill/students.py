@@ -1,8 +1,11 @@
 """RISE students: any timm backbone, a linear projector to the teacher's embedding size, and a linear
 classifier initialised with the L2-normalised class text embeddings (docs/method.md, "Student").
 
-Starting the classifier at the text embeddings means the student begins as a zero-shot classifier over
-its own projected features, which is what lets AD/RD pull embeddings towards the text space usefully.
+The new layers start as the reference builds them (its `resnetv2._init_weights`): the projector's weight
+drawn from N(0, 0.01) with a zero bias, the classifier's weight the class texts with a zero bias. The
+classifier thus scores the projected embedding by its cosine-like alignment with each class text, the space
+AD pulls the embedding into; at the start the projector's outputs are small and random, so the student is
+not a zero-shot classifier until training has aligned them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from torch import nn
 from ..errors import UserError
 from ..hub import hub_weights, timm_files
 
+# The reference's initialisation of the new linear layers (timm/models/resnetv2.py, `_init_weights`).
+PROJECTOR_STD = 0.01
 _NO_HUB = "train from scratch with --no-pretrained (distill.pretrained: false)"
 
 
@@ -84,6 +89,9 @@ class Student(nn.Module):
         self.projector = nn.Linear(self.backbone.num_features, dim)
         self.classifier = nn.Linear(dim, n_classes)
         with torch.no_grad():
+            # RISE's reference: every nn.Linear from N(0, 0.01), bias 0 (then the classifier is overwritten).
+            nn.init.normal_(self.projector.weight, mean=0.0, std=PROJECTOR_STD)
+            self.projector.bias.zero_()
             self.classifier.weight.copy_(F.normalize(text, dim=-1))
             self.classifier.bias.zero_()
         cfg = timm.data.resolve_data_config({}, model=self.backbone)

@@ -1,14 +1,14 @@
 """The distill training loop: leave-one-domain-out, per-epoch evaluation, selection, metrics.
 
-`run(cfg, store, work, out)` trains one student from the teacher store and writes the run folder
-(docs/contracts.md, "A distill run"). It never loads the teacher: KD targets, class texts and anchors all
+`train_pass([(cfg, out), ...], stores, work)` trains students from the teacher stores, one data pass for all,
+and writes each one's run folder (docs/contracts.md, "A distill run"). It never loads the teacher: KD targets, class texts and anchors all
 come from the store. `cfg` is the stage's `DistillConfig` (any object with the same attributes).
 
 Selection is DomainBed's training-domain validation: the epoch whose mean accuracy over the source
 domains' validation splits is highest (earliest on ties). Resume: after every epoch `checkpoints/last.pt`
-holds model, optimiser, scheduler and history (`checkpoints.Checkpointer`); since the data order is a pure
-function of (seed, epoch), a restarted run continues at the next epoch and ends exactly where an
-uninterrupted run would (CPU).
+holds each student's model, optimiser, scheduler and generator states, and the history
+(`checkpoints.Checkpointer`); since the data order is a pure function of (seed, epoch), a restarted run
+continues at the next epoch and ends exactly where an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from ..io import write_json, write_text
 from ..progress import progress
 from ..store import zero_shot_hits
 from .checkpoints import Checkpointer, plain, run_identity
-from .config import MIX
+from .config import unit_lrs
 from .data import TRAIN, VAL, Item, RunData, view_index
-from .losses import LOGIT_SCALE, method_weights, total_loss
+from .losses import LOGIT_SCALE, LossWeights, method_weights, total_loss
 from .students import build_student
 
 EPOCH_COLUMNS = ("epoch", "lr", "loss", "loss_ce", "loss_kd", "loss_ad", "loss_rd", "source_val_acc", "target_acc",
@@ -66,48 +66,51 @@ def used_anchors(store, sources: list[int]) -> np.ndarray:
     return np.flatnonzero((tags < 0) | np.isin(tags, sources))
 
 
-class Trainer:
-    """One student: model, optimiser, scheduler, its loss weights, history, selection and metrics.
+def _rng_state(device: torch.device) -> dict:
+    """The random state a unit draws from: torch's CPU generator and, on a GPU, that device's generator
+    (dropout and stochastic depth of a model on the GPU draw from the latter)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
-    The data pass is not its own: `train_together` feeds every batch of a `RunData` to each trainer in turn,
-    so one trainer alone is a single run and several are a group that reads and decodes each batch once.
-    Constructing one writes nothing; `train_together` writes epochs.csv and the checkpoints."""
 
-    def __init__(self, cfg, store, data: RunData):
-        self.cfg, self.store, self.data = cfg, store, data
-        self.store_id = run_identity([store])
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class StudentUnit:
+    """What one student owns: its model, optimiser and schedule, its loss weights and learning rate, its
+    random state (CPU and device generators), its running loss sums within an epoch, and its class scores.
+
+    It records nothing: the run it belongs to (`Trainer`) keeps the history, the selection and the files. A
+    run alone and a group member hold one unit; a mix of teachers holds one unit per teacher store. Each unit
+    draws from its own generator states, so it consumes exactly the random numbers it would alone."""
+
+    def __init__(self, cfg, store, data: RunData, sources: list[int], lr: float, weights: LossWeights):
+        self.cfg, self.store, self.data, self.lr0, self.weights = cfg, store, data, lr, weights
         # A student of another teacher store than the one the batches come from (a group member with other
-        # --teachers, a rise-mix student) reads its own teacher's embedding of the very same view.
+        # --teachers, a mix's second student) reads its own teacher's embedding of the very same view.
         self.own_targets = store is not data.store
         self.device = torch.device(resolve_device(cfg.device))
-        self.weights = method_weights(cfg.method, cfg.w_ce, cfg.w_kd, cfg.w_dist)
-        names = store.domain_names
-        self.target = names.index(cfg.target_domain)
-        self.sources = [i for i in range(len(names)) if i != self.target]
-        if len(data.train_rows) == 0:
-            raise UserError(f"no training samples in the source domains {', '.join(names[i] for i in self.sources)}")
         torch.manual_seed(cfg.seed)
         self.model = build_student(cfg.student, store.text_class, pretrained=cfg.pretrained,
                                    checkpoint=cfg.checkpoint).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
-        # RISE: one decay by lr_gamma at int(0.8 * epochs).
+        # One decay by lr_gamma after the fraction lr_decay_at of the epochs (RISE: 0.8).
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=[max(1, int(cfg.lr_decay_at * cfg.epochs))], gamma=cfg.lr_gamma)
         dev = self.device
-        self.anchors = used_anchors(store, self.sources)
+        self.anchors = used_anchors(store, sources)
         self.text_class = torch.as_tensor(store.text_class, device=dev)
         self.text_class_raw = torch.as_tensor(store.text_class_raw, device=dev)
         self.text_anchor = torch.as_tensor(store.text_anchor[self.anchors], device=dev)
-        self.history: list[dict] = []
-        self.config = to_dict(cfg)
-        # Each trainer draws from its own torch generator state, so a student trained in a group consumes
-        # exactly the random numbers it would alone (dropout, stochastic depth).
-        self.rng_state = torch.get_rng_state()
-
-    # ------------------------------------------------------------------ steps
+        self.rng = _rng_state(dev)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
@@ -132,11 +135,9 @@ class Trainer:
         return torch.from_numpy(store.clean([store.row_of(k) for k in keys]))
 
     def train_step(self, batch: Item, epoch: int, step: int) -> None:
-        if len(batch.label) < 2:  # BatchNorm cannot train on one sample (only bad samples can shrink a batch)
-            return
         if self.own_targets:
             batch = batch._replace(teacher=self.targets(batch, epoch))
-        torch.set_rng_state(self.rng_state)
+        _set_rng_state(self.rng, self.device)
         labels, teacher = batch.label.to(self.device), batch.teacher.to(self.device)
         with self._autocast():
             z, logits = self.model(self._inputs(batch.image))
@@ -150,7 +151,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         self.optimizer.step()
-        self.rng_state = torch.get_rng_state()
+        self.rng = _rng_state(self.device)
         n = len(labels)
         self.seen += n
         for k, v in zip(TERMS, values, strict=True):
@@ -159,14 +160,10 @@ class Trainer:
     def running_losses(self) -> dict:
         return {k.replace("loss_", ""): f"{self.sums[k] / max(1, self.seen):.3f}" for k in TERMS}
 
-    def end_training(self, epoch: int) -> dict:
+    def epoch_losses(self) -> dict:
         if self.seen == 0:
             raise UserError("no training batch could be formed (all samples bad or fewer than 2)")
         return {k: self.sums[k] / self.seen for k in TERMS}
-
-    def begin_eval(self) -> None:
-        self.model.eval()
-        self.counts: dict[int, list[int]] = {}
 
     @torch.no_grad()
     def scores(self, batch: Item) -> torch.Tensor:
@@ -180,9 +177,83 @@ class Trainer:
             scores = scores + (LOGIT_SCALE * cos).softmax(-1)
         return scores.cpu()
 
+    def state(self) -> dict:
+        """What `last.pt` needs to continue this student: tensors and plain data only."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": dict(self.rng)}
+
+    def restore(self, state: dict) -> None:
+        """Continue from `state()` of an earlier process. The checkpoint may have been loaded onto the GPU;
+        generator states must be CPU tensors whatever the device. A device state saved on another kind of
+        device (a CPU run resumed on a GPU) is not there: the device generator keeps its seeded start."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        saved = {k: v.cpu() for k, v in state["rng"].items()}
+        rng = {"cpu": saved["cpu"]}
+        if "cuda" in self.rng:
+            rng["cuda"] = saved.get("cuda", self.rng["cuda"])
+        self.rng = rng
+
+
+class Trainer:
+    """One run record: the students it trains (`StudentUnit`s: one, or one per teacher store for a mix of
+    teachers) and what a run records -- the per-epoch history and `epochs.csv`, the selected epoch, the
+    checkpoints and `metrics.json`. A mix predicts with the sum of its units' class scores and is one run to
+    selection, checkpoints and the report.
+
+    The data pass is not its own: `train_together` feeds every batch of a `RunData` to each record in turn,
+    so one record alone is a single run and several are a group that reads and decodes each batch once.
+    Constructing one writes nothing; `train_together` writes epochs.csv and the checkpoints."""
+
+    def __init__(self, cfg, stores, data: RunData):
+        stores = list(stores) if isinstance(stores, (list, tuple)) else [stores]
+        self.cfg, self.data = cfg, data
+        self.store = stores[0]
+        self.store_id = run_identity(stores)
+        names = self.store.domain_names
+        self.target = names.index(cfg.target_domain)
+        self.sources = [i for i in range(len(names)) if i != self.target]
+        if len(data.train_rows) == 0:
+            raise UserError(f"no training samples in the source domains {', '.join(names[i] for i in self.sources)}")
+        self.weights = method_weights(cfg.method, cfg.w_ce, cfg.w_kd, cfg.w_dist)
+        lrs = unit_lrs(cfg, len(stores))
+        self.units = [StudentUnit(cfg, store, data, self.sources, lr, self.weights)
+                      for store, lr in zip(stores, lrs, strict=True)]
+        self.device = self.units[0].device
+        self.anchors = self.units[0].anchors
+        self.history: list[dict] = []
+        self.config = to_dict(cfg)
+
+    # ------------------------------------------------------------------ steps
+
+    def begin_epoch(self) -> None:
+        for u in self.units:
+            u.begin_epoch()
+        self.lr = self.units[0].lr
+
+    def train_step(self, batch: Item, epoch: int, step: int) -> None:
+        if len(batch.label) < 2:  # BatchNorm cannot train on one sample (only bad samples can shrink a batch)
+            return
+        for u in self.units:
+            u.train_step(batch, epoch, step)
+
+    def running_losses(self) -> dict:
+        return self.units[0].running_losses()
+
+    def end_training(self, epoch: int) -> dict:
+        losses = [u.epoch_losses() for u in self.units]  # a mix logs its students' mean
+        return {k: float(np.mean([loss[k] for loss in losses])) for k in TERMS}
+
+    def begin_eval(self) -> None:
+        for u in self.units:
+            u.model.eval()
+        self.counts: dict[int, list[int]] = {}
+
+    @torch.no_grad()
     def eval_step(self, batch: Item) -> None:
-        """Accumulate (correct, total) per domain index."""
-        self.count(self.scores(batch), batch)
+        """Accumulate (correct, total) per domain index; a mix scores with the sum of its units' scores."""
+        self.count(sum(u.scores(batch) for u in self.units), batch)
 
     def count(self, scores: torch.Tensor, batch: Item) -> None:
         hits = (scores.argmax(-1) == batch.label).long()
@@ -195,19 +266,22 @@ class Trainer:
     # ------------------------------------------------------------------ resume state
 
     def state(self) -> dict:
-        """What `last.pt` needs to continue this run: tensors and plain data only."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epochs_done": len(self.history),
-                "history": plain(self.history), "torch_rng": self.rng_state}
+        """What `last.pt` needs to continue this run: each unit's state, the history, the epochs done."""
+        return {"units": [u.state() for u in self.units], "epochs_done": len(self.history),
+                "history": plain(self.history)}
 
     def restore(self, state: dict) -> None:
-        """Continue from `state()` of an earlier process. The checkpoint may have been loaded onto the GPU;
-        the CPU generator's state must be a CPU tensor whatever the device."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if len(state["units"]) != len(self.units):
+            raise ValueError(f"{len(state['units'])} students saved, this run has {len(self.units)}")
+        for u, s in zip(self.units, state["units"], strict=True):
+            u.restore(s)
         self.history = list(state["history"])
-        self.rng_state = state["torch_rng"].cpu()
+
+    def model_state(self) -> dict:
+        """`best.pt`'s model: the student's state dict; a mix's, one per unit under "0", "1", ..."""
+        if len(self.units) == 1:
+            return self.units[0].model.state_dict()
+        return {str(k): u.model.state_dict() for k, u in enumerate(self.units)}
 
     # ------------------------------------------------------------------ the epoch's end
 
@@ -234,13 +308,14 @@ class Trainer:
 
     def end_epoch(self, epoch: int, losses: dict, out: Path, checkpoints: Checkpointer) -> dict:
         acc = self._accuracies()
-        self.scheduler.step()
+        for u in self.units:
+            u.scheduler.step()
         row = {"epoch": epoch + 1, "lr": self.lr, **losses, **acc}
         best_before = max((h["source_val_acc"] for h in self.history), default=-math.inf)
         self.history.append(row)
         self.write_epochs(out)
         if not acc["source_val_acc"] <= best_before or len(self.history) == 1:
-            checkpoints.save_best(self.model.state_dict(), epoch + 1, row)
+            checkpoints.save_best(self.model_state(), epoch + 1, row)
         checkpoints.save_last(self.state())
         log.info("%sepoch %d/%d: loss %.4f  source-val %.4f  target %.4f", _label(out), epoch + 1, self.cfg.epochs,
                  losses["loss"], acc["source_val_acc"], acc["target_acc"])
@@ -251,7 +326,7 @@ class Trainer:
         best = max(self.history, key=lambda h: (h["source_val_acc"], -h["epoch"]))
         w = self.weights
         teacher_hits = zero_shot_hits(self.store, self.data.target_rows)
-        return {
+        out = {
             "status": "complete", "method": cfg.method, "target_domain": cfg.target_domain, "seed": cfg.seed,
             "student": cfg.student, "weights": {"w_kd": w.kd, "w_ce": w.ce, "w_dist": max(w.ad, w.rd)},
             "loss_weights": w.to_dict(), "temperature": cfg.temperature, "lr": cfg.lr, "epochs": cfg.epochs,
@@ -264,94 +339,15 @@ class Trainer:
             "views_replayed": bool(self.store.has_views), "config": self.config, "store": self.store.attrs,
             "store_id": self.store_id,
         }
-
-
-class MixTrainer(Trainer):
-    """RISE's mix of teachers (`rise-mix`): one RISE student per teacher store, each distilled from its own
-    teacher's embeddings of the same batches, predicting with the sum of the students' class scores. To
-    selection, checkpoints and the report it is one run: one history, one metrics.json."""
-
-    def __init__(self, cfg, stores: list, data: RunData):
-        self.students = [Trainer(cfg, store, data) for store in stores]
-        first = self.students[0]
-        self.cfg, self.store, self.data, self.device = cfg, first.store, data, first.device
-        self.store_id = run_identity(stores)
-        self.weights, self.target, self.sources, self.anchors = first.weights, first.target, first.sources, first.anchors
-        self.optimizer, self.config, self.history = first.optimizer, first.config, []
-
-    def begin_epoch(self) -> None:
-        for s in self.students:
-            s.begin_epoch()
-        self.lr = self.students[0].lr
-
-    def train_step(self, batch: Item, epoch: int, step: int) -> None:
-        for s in self.students:
-            s.train_step(batch, epoch, step)
-
-    def running_losses(self) -> dict:
-        return self.students[0].running_losses()
-
-    def end_training(self, epoch: int) -> dict:
-        losses = [s.end_training(epoch) for s in self.students]  # logged: the students' mean
-        return {k: float(np.mean([loss[k] for loss in losses])) for k in TERMS}
-
-    def begin_eval(self) -> None:
-        for s in self.students:
-            s.model.eval()
-        self.counts = {}
-
-    @torch.no_grad()
-    def eval_step(self, batch: Item) -> None:
-        self.count(sum(s.scores(batch) for s in self.students), batch)
-
-    @property
-    def scheduler(self):
-        return _Together([s.scheduler for s in self.students])
-
-    @property
-    def model(self):
-        return _Together([s.model for s in self.students])
-
-    def state(self) -> dict:
-        return {"model": {str(k): s.model.state_dict() for k, s in enumerate(self.students)},
-                "optimizer": {str(k): s.optimizer.state_dict() for k, s in enumerate(self.students)},
-                "scheduler": {str(k): s.scheduler.state_dict() for k, s in enumerate(self.students)},
-                "epochs_done": len(self.history), "history": plain(self.history),
-                "torch_rng": torch.stack([s.rng_state for s in self.students])}
-
-    def restore(self, state: dict) -> None:
-        for k, s in enumerate(self.students):
-            s.model.load_state_dict(state["model"][str(k)])
-            s.optimizer.load_state_dict(state["optimizer"][str(k)])
-            s.scheduler.load_state_dict(state["scheduler"][str(k)])
-            s.rng_state = state["torch_rng"][k].cpu()
-        self.history = list(state["history"])
-
-    def metrics(self) -> dict:
-        out = Trainer.metrics(self)
-        out["teacher_models"] = [s.store.attrs.get("model") for s in self.students]
+        if len(self.units) > 1:
+            out["teacher_models"] = [u.store.attrs.get("model") for u in self.units]
+            out["lrs"] = [u.lr0 for u in self.units]
         return out
 
 
-class _Together:
-    """The students' models or schedulers driven as one (`state_dict`, `step`)."""
-
-    def __init__(self, parts: list):
-        self.parts = parts
-
-    def step(self) -> None:
-        for p in self.parts:
-            p.step()
-
-    def state_dict(self) -> dict:
-        return {str(k): p.state_dict() for k, p in enumerate(self.parts)}
-
-
 def make_trainer(cfg, stores: dict, data: RunData) -> Trainer:
-    """The trainer of one run: a mix of one student per teacher store for rise-mix, else one student."""
-    if cfg.method == MIX:
-        return MixTrainer(cfg, [stores[name] for name in cfg.teachers], data)
-    return Trainer(cfg, stores[cfg.teachers[0]], data)
+    """The run record of one run: one student per teacher store it names (a mix: several; else one)."""
+    return Trainer(cfg, [stores[name] for name in cfg.teachers], data)
 
 
 def _label(out: Path) -> str:
@@ -409,7 +405,7 @@ def member_capacity(trainer: Trainer) -> int:
     if trainer.device.type != "cuda":
         return 0
     free, _ = torch.cuda.mem_get_info(trainer.device)
-    models = [s.model for s in getattr(trainer, "students", [trainer])]
+    models = [u.model for u in trainer.units]
     per_member = 4 * sum(p.numel() * p.element_size() for m in models for p in m.parameters())
     return max(1, int(0.5 * free // per_member))
 
@@ -455,16 +451,10 @@ def train_pass(runs: Sequence[tuple], stores: dict, work: str | Path, restart_st
     return results
 
 
-def run(cfg, store, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
-    """Train (or resume) one run into `out` and write metrics.json last, so its presence means done.
-    `restart_stale`: checkpoints of another config or store are discarded instead of refused."""
-    return train_pass([(cfg, Path(out))], {cfg.teachers[0]: store}, work, restart_stale)[0]
-
-
 def _split(store, target_domain: str) -> tuple[list[int], int]:
     """(source domain indices, target index) of a leave-one-domain-out run."""
     target = store.domain_names.index(target_domain)
     return [i for i in range(len(store.domain_names)) if i != target], target
 
 
-__all__ = ["run", "train_pass", "Trainer", "Member", "train_together", "EPOCH_COLUMNS", "TRAIN", "VAL"]
+__all__ = ["train_pass", "Trainer", "StudentUnit", "Member", "train_together", "EPOCH_COLUMNS", "TRAIN", "VAL"]

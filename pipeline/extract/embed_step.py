@@ -14,22 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, layout
 from ..augment import PARAM_COLUMNS, AugmentConfig
 from ..config import field, to_dict
 from ..devices import DEVICES, PRECISION_NAMES
 from ..errors import UserError
 from ..io import write_json
-from ..store import (
-    DEFAULT_STORE,
-    SCHEMA_VERSION,
-    SPLITS,
-    TEACHERS_DIR,
-    ImageChunk,
-    StoreReader,
-    store_file,
-    write_store,
-)
+from ..store import SCHEMA_VERSION, SPLITS, ImageChunk, StoreReader, write_store
 from .prompts import (
     RISE_TEMPLATES,
     TEXT_AVERAGES,
@@ -40,10 +31,6 @@ from .prompts import (
 )
 
 log = logging.getLogger(__name__)
-PARTS_DIR = "parts"
-REPORT_NAME = "teacher_report.json"  # of the default store; store NAME: teacher_report-NAME.json, ...
-AUDIT_NAME = "audit.json"
-CONFIG_NAME = "embed_config.json"
 
 
 @dataclasses.dataclass
@@ -69,12 +56,13 @@ class EmbedConfig:
                                      "recipe)", choices=TEXT_AVERAGES)
     audit_threshold: float = field(0.95, "cosine at or above which two clean views count as near-duplicates")
     audit_neighbours: int = field(10, "neighbours searched per image by the audit")
-    store: str = field("default", "name of the teacher store written: default -> WORK/embeddings.h5, NAME -> "
-                                  "WORK/embeddings-NAME.h5 (another teacher of the same shards, for rise-mix)")
+    store: str = field(layout.DEFAULT_STORE, f"name of the teacher store written: default -> "
+                                         f"WORK/{layout.store_file()}, NAME -> WORK/{layout.store_file('NAME')} "
+                                         "(another teacher of the same shards, for rise-mix)")
 
 
 def _check(cfg: EmbedConfig) -> None:
-    store_file(cfg.store)  # a bad store name is a one-line error before the teacher loads
+    layout.check_store_name(cfg.store)  # a bad store name is a one-line error before the teacher loads
     if cfg.views < 0:
         raise UserError(f"views must be >= 0, got {cfg.views}")
     if cfg.batch_size < 1:
@@ -135,14 +123,13 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
     """Embed every shard of WORK/shards (reusing valid parts), merge into the store `cfg.store`
     (WORK/embeddings.h5 by default), write its reports."""
     from ..parallel import run_tasks
-    from ..shards import decode_limit, load_index, shard_set_checksum, shards_dir
+    from ..shards import decode_limit, load_index, shard_set_checksum
     from .audit import audit
     from .parts import SMALL_ARRAYS, EmbedSpec, embed_shards, get_teacher, load_part
 
     _check(cfg)
     work = Path(work)
-    report_name = store_file(cfg.store, "teacher_report", ".json")
-    audit_name = store_file(cfg.store, "audit", ".json")
+    report_path, audit_path = layout.teacher_report(work, cfg.store), layout.audit(work, cfg.store)
     index = load_index(work)
     classes, domains = list(index["classes"]), list(index["domains"])
     spec = EmbedSpec(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, precision=cfg.precision,
@@ -151,11 +138,10 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
                      max_pixels=decode_limit(index))
     teacher = get_teacher(spec)
     fp = spec.fingerprint(teacher)
-    # Each store its own parts folder (parts, parts-NAME): under DVC each is the output of one stage.
-    parts_dir = work / (PARTS_DIR if cfg.store == DEFAULT_STORE else f"{PARTS_DIR}-{cfg.store}")
+    parts_dir = layout.parts_dir(work, cfg.store)
     # The extra teachers' folder exists even when empty: distill depends on it as a whole (dvc.yaml).
-    (work / TEACHERS_DIR).mkdir(parents=True, exist_ok=True)
-    items = [{"path": str(shards_dir(work) / s["path"]), "rel": s["path"], "sha256": s["sha256"],
+    layout.teachers_dir(work).mkdir(parents=True, exist_ok=True)
+    items = [{"path": str(layout.shards_dir(work) / s["path"]), "rel": s["path"], "sha256": s["sha256"],
               "part": str(parts_dir / f"{s['sha256'][:24]}-{fp[:16]}.npz")} for s in index["shards"]]
     todo = []
     for it in items:
@@ -180,7 +166,7 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
         raise UserError(f"shards hold class(es) {', '.join(sorted(unknown))} missing from the shard index")
     n_images, n_views = sum(len(p["keys"]) for p in parts), sum(len(p["view_keys"]) for p in parts)
     if n_images == 0:
-        raise UserError(f"no decodable image in the shards of {work}; see {work / report_name}")
+        raise UserError(f"no decodable image in the shards of {work}; see {report_path}")
 
     displays = display_names(classes, cfg.class_names)
     anchors = anchor_names(domains, cfg.anchors)
@@ -191,21 +177,21 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
                  dtype=cfg.dtype, precision=teacher.precision,
                  parts_fingerprint=fp, skipped=len(skipped), max_pixels=spec.max_pixels,
                  text_average=cfg.text_average)
-    store = work / store_file(cfg.store)
+    store = layout.store(work, cfg.store)
     write_store(store, attrs=attrs, class_names=classes, display_names=displays, domain_names=domains,
                 templates=list(cfg.templates), anchors=anchors, text=text, n_images=n_images, n_views=n_views,
                 chunks=_chunks([Path(it["part"]) for it in items], classes, domains), param_columns=PARAM_COLUMNS)
     del parts
     reader = StoreReader(store)
     report = teacher_report(reader, skipped)
-    write_json(work / report_name, report)
+    write_json(report_path, report)
     found = audit(reader, cfg.audit_threshold, cfg.audit_neighbours, use_gpu=teacher.device.startswith("cuda"))
-    write_json(work / audit_name, found)
-    write_json(work / store_file(cfg.store, "embed_config", ".json"), to_dict(cfg))
+    write_json(audit_path, found)
+    write_json(layout.embed_config(work, cfg.store), to_dict(cfg))
     c = found["counts"]
     log.info(f"embed: {n_images} images, {n_views} with {cfg.views} views, {len(skipped)} skipped; "
          f"{len(items) - len(todo)}/{len(items)} shard parts reused; teacher zero-shot acc "
          f"{report['zero_shot_acc']:.3f} -> {store}")
     log.info(f"audit: {found['pairs']} near-duplicate pairs (cos >= {cfg.audit_threshold}): {c['cross_domain']} "
-         f"cross-domain, {c['cross_split']} train/val leakage, {c['within']} within -> {work / audit_name}")
+         f"cross-domain, {c['cross_split']} train/val leakage, {c['within']} within -> {audit_path}")
     return store

@@ -17,7 +17,6 @@ from ..io import atomic_path
 from .sources import FileEntry
 from .writer import make_key, split_of
 
-MANIFEST_NAME = "manifest.jsonl"
 # Fields of a kept sample's json that come from probing (the rest come from the plan).
 IMAGE_FIELDS = ("width", "height", "format", "mode", "exif_orientation")
 

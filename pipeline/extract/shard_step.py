@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import shards
+from .. import layout, shards
 from ..config import field, to_dict
 from ..errors import UserError
 from ..images import MAX_PIXELS
@@ -71,15 +71,14 @@ def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: st
     with _shared_cluster(workers, scheduler) as scheduler:
         rows, units, written = _probe_plan_write(cfg, source, candidates, work, workers, scheduler)
 
-    root = shards.shards_dir(work)
     stats = manifest.compute_stats(rows, source.domains, source.classes)
-    manifest.write_manifest(work / manifest.MANIFEST_NAME, rows)
-    write_json(root / shards.STATS_NAME, stats)
+    manifest.write_manifest(layout.manifest(work), rows)
+    write_json(layout.shard_stats(work), stats)
     entries = [{"path": u["name"], "domain": u["domain"], "sha256": written[u["name"]]["sha256"],
                 "n": written[u["name"]]["n"], "samples": written[u["name"]]["samples"]} for u in units]
     index = {"classes": source.classes, "domains": source.domains, "shards": entries,
              "shard_set_sha256": shards.checksum_of_entries(entries), "config": _recorded_config(cfg)}
-    write_json(root / shards.INDEX_NAME, index)
+    write_json(layout.shard_index(work), index)
 
     reused = sum(1 for r in written.values() if r["reused"])
     log.info(manifest.summary_line(stats, reused))
@@ -113,13 +112,13 @@ def _probe_plan_write(cfg: ShardConfig, source: sources.Source, candidates: list
     empty = [d for d in source.domains if d not in kept_domains]
     if empty:
         # The manifest says why each file was skipped; write it before refusing the data.
-        manifest.write_manifest(work / manifest.MANIFEST_NAME, rows)
+        manifest.write_manifest(layout.manifest(work), rows)
         raise UserError(f"no usable images in {source.domain_path(empty[0])} (every file was skipped; "
-                        f"reasons in {work / manifest.MANIFEST_NAME})")
+                        f"reasons in {layout.manifest(work)})")
     for warning in source.warnings:
         log.warning("warning: %s", warning)
 
-    root = shards.shards_dir(work)
+    root = layout.shards_dir(work)
     units = writer.plan_units(rows, cfg.shard_size, cfg.max_side)
     written = {}
     for _, result in run_tasks(writer.write_shard, units, workers=workers, scheduler=scheduler,

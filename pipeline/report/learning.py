@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import layout
 from ..errors import UserError
 from .tables import Report, Run
 
@@ -47,13 +48,14 @@ def read_teacher_val(work: str | Path) -> TeacherVal:
     """WORK/teacher_report.json (per-domain val accuracy) and WORK/shards/index.json (the classes)."""
     work = Path(work)
     try:
-        report = json.loads((work / "teacher_report.json").read_text())
-        classes = json.loads((work / "shards" / "index.json").read_text())["classes"]
+        report = json.loads(layout.teacher_report(work).read_text())
+        classes = json.loads(layout.shard_index(work).read_text())["classes"]
         per_domain = {d: (float(s["val"]["acc"]), int(s["val"]["n"])) for d, s in report["per_domain"].items()
                       if s.get("val", {}).get("n")}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"--work {work}: cannot read the teacher's validation accuracies and the classes "
-                        f"(teacher_report.json, shards/index.json): {e}") from None
+                        f"({layout.teacher_report(work).relative_to(work)}, "
+                        f"{layout.shard_index(work).relative_to(work)}): {e}") from None
     return TeacherVal(per_domain, len(classes))
 
 
@@ -65,6 +67,7 @@ class Check:
     teacher_source_val: float
     train_ce: float
     ce_limit: float
+    missing: str = ""  # why the selected epoch's training CE could not be read ("" when it was)
 
     @property
     def val_ok(self) -> bool:
@@ -72,11 +75,26 @@ class Check:
 
     @property
     def ce_ok(self) -> bool:
-        return self.train_ce < self.ce_limit
+        return self.train_ce < self.ce_limit  # False for NaN: a missing or diverged curve never passes
 
     @property
     def passed(self) -> bool:
-        return self.val_ok and self.ce_ok  # NaN (no curve) fails both
+        return self.val_ok and self.ce_ok
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the run fails the bar, in words for results.md (empty when it passes)."""
+        out = []
+        if not self.val_ok:
+            out.append("source val" if math.isfinite(self.teacher_source_val)
+                       else "no teacher accuracy for its source domains")
+        if self.missing:
+            out.append(self.missing)
+        elif not math.isfinite(self.train_ce):
+            out.append("train CE is not a number (diverged?)")
+        elif not self.ce_ok:
+            out.append("train CE")
+        return out
 
 
 def check(report: Report, teacher: TeacherVal) -> list[Check]:
@@ -86,10 +104,20 @@ def check(report: Report, teacher: TeacherVal) -> list[Check]:
     for sel in report.selections.values():
         run = sel.run
         row = next((r for r in run.epochs if run.selected_epoch is not None and r.get("epoch") == run.selected_epoch),
-                   {})
+                   None)
+        if run.selected_epoch is None:
+            missing = "metrics.json names no selected epoch"
+        elif not run.epochs:
+            missing = run.epochs_problem or "no epochs.csv"
+        elif row is None:
+            missing = f"epoch {run.selected_epoch} is not in epochs.csv"
+        elif "loss_ce" not in row:
+            missing = "epochs.csv has no loss_ce column"
+        else:
+            missing = ""
         average = str(run.hparams.get("val_average", "mean"))
         out.append(Check(run, run.selected_epoch, run.source_val_acc, teacher.source_val(run.target, average),
-                         float(row.get("loss_ce", math.nan)), limit))
+                         float((row or {}).get("loss_ce", math.nan)), limit, missing))
     return out
 
 
@@ -113,8 +141,7 @@ def render(checks: list[Check], teacher: TeacherVal, decimals: int = 1) -> list[
              "| method | domain | seed | epoch | source val % | teacher source val % | train CE | bar |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for c in checks:
-        why = "pass" if c.passed else "FAIL (" + ", ".join(
-            w for w, bad in (("source val", not c.val_ok), ("train CE", not c.ce_ok)) if bad) + ")"
+        why = "pass" if c.passed else f"FAIL ({', '.join(c.problems)})"
         ce = f"{c.train_ce:.3f}" if math.isfinite(c.train_ce) else "–"
         lines.append(f"| {c.run.method} | {c.run.target} | {c.run.seed} | {c.epoch if c.epoch is not None else '–'} "
                      f"| {100 * c.source_val:.{decimals}f} | {100 * c.teacher_source_val:.{decimals}f} | {ce} | {why} |")

@@ -6,6 +6,9 @@ and writes the four files atomically.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +17,6 @@ from ..errors import UserError
 from ..io import write_bytes, write_json, write_text
 from . import learning
 from . import tables as lib
-
-OUTPUTS = ("results.md", "results.csv", "results.png", "metrics.json")
 
 
 @dataclass
@@ -26,24 +27,39 @@ class ReportConfig:
     teacher_row: bool = field(True, "Add the teacher's zero-shot accuracy as a reference row.")
 
 
-def sweep_run_names(sweep: dict, extra_teachers=None) -> set[str]:
-    """Run folders of the current sweep, as `<group>/<member>`: dvc.yaml's distill matrix runs one group per
-    (held-out domain, seed), in `data/runs/<domain>-<seed>` (DVC joins the matrix item keys with '-'), and a
-    group writes each member to `<method>-cfg<i>` (i: the index of its grid entry). With extra teachers
-    (params.yaml `extra_teachers`), the groups also train rise-mix."""
+def _stale(run_dir: Path, expected: dict) -> str | None:
+    """Why the complete metrics.json in `run_dir` is not the planned member's result (its recorded config
+    differs: a retrain under --restart-stale was killed and left its predecessor's result), or None."""
+    from ..distill.config import result_differences
+
     try:
-        grid = sweep.get("grid") or [{}]
-        methods = list(sweep["methods"]) + (["rise-mix"] if extra_teachers and "rise-mix" not in sweep["methods"] else [])
-        return {f"{d}-{s}/{m}-cfg{i}" for d in sweep["domains"] for m in methods
-                for s in sweep["seeds"] for i in range(len(grid))}
-    except (KeyError, TypeError):
-        raise UserError("params section 'sweep' needs lists 'domains', 'methods', 'seeds' (and 'grid')") from None
+        recorded = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None  # load_run reports it
+    if not isinstance(recorded, dict) or recorded.get("status") != "complete":
+        return None
+    config = recorded.get("config")
+    if not isinstance(config, dict):
+        return "metrics.json records no config to compare with the plan's"
+    if not expected.get("checkpoint_sha256") and expected.get("checkpoint"):
+        # the weights file is not here to pin: compare everything else
+        config = {k: v for k, v in config.items() if k not in ("checkpoint", "checkpoint_sha256")}
+        expected = {k: v for k, v in expected.items() if k not in ("checkpoint", "checkpoint_sha256")}
+    diff = result_differences(config, expected)
+    if diff:
+        return (f"metrics.json records another config than the sweep plan's ({', '.join(diff[:4])}"
+                f"{', ...' if len(diff) > 4 else ''}): not averaged (an unfinished retrain?)")
+    return None
 
 
-def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None = None,
-        work: Path | None = None) -> lib.Report:
-    """Select, aggregate and write the four files. `work`: the work folder the runs were trained from, which
-    adds the learning check (`learning`: did each selected run fit its source domains?)."""
+def run(cfg: ReportConfig, paths: list[Path], out: Path, only: dict[str, dict] | None = None,
+        work: Path | None = None, base: Path | None = None) -> lib.Report:
+    """Select, aggregate and write the four files. `only`: `<group>/<member>` -> the result config its run
+    must record (a sweep plan's `expected_runs`); other folders are left out, and a folder whose metrics.json
+    records another config is listed, never averaged. `work`: the work folder the runs were trained from,
+    which adds the learning check (`learning`: did each selected run fit its source domains?). `base`: run
+    paths are shown relative to it (the params file's folder, where DVC runs), so the files do not depend
+    on the folder the command ran from."""
     if cfg.decimals < 0:
         raise UserError(f"report.decimals must be >= 0, got {cfg.decimals}")
     if out.exists() and not out.is_dir():
@@ -56,7 +72,13 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: set[str] | None =
         if not found:
             raise UserError(f"none of the current sweep's runs ({len(only)} expected, e.g. {sorted(only)[0]}) is "
                             f"under {', '.join(map(str, paths))}; run `dvc repro` or `rise-pipeline sweep run` first")
-    runs = [lib.load_run(p) for p in found]
+    runs = []
+    for p in found:
+        why = _stale(Path(p), only["/".join(Path(p).parts[-2:])]) if only is not None else None
+        runs.append(lib.Run(Path(p), "incomplete", why) if why else lib.load_run(p))
+    if base is not None:
+        runs = [dataclasses.replace(r, path=Path(os.path.relpath(Path(r.path).resolve(), Path(base).resolve())))
+                for r in runs]
     result = lib.build_report(runs, methods=cfg.methods, teacher_row=cfg.teacher_row)
     if not result.rows:
         bad = len(runs) - sum(r.status == "complete" for r in runs)

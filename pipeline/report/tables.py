@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from . import verdicts
 
 TEACHER = "teacher (zero-shot)"
 AVG = "Avg"
@@ -88,6 +89,8 @@ class Report:
     runs: list[Run]
     notes: list[str]
     learning: dict | None = None  # the learning check's summary (`report --work`), else None
+    # method -> column (domain or AVG) -> seed -> target accuracy in %: what the paired comparison reads
+    per_seed: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- collect
@@ -228,6 +231,7 @@ def build_report(runs: Sequence[Run], methods: Sequence[str] = (), teacher_row: 
     order = [m for m in methods if m in present] + [m for m in present if m not in methods]
     notes = [f"no complete run for method {m!r} given in report.methods" for m in methods if m not in present]
     rows: dict[str, dict[str, Cell]] = {}
+    per_seed: dict[str, dict[str, dict[int, float]]] = {}
 
     if teacher_row:
         per_domain: dict[str, list[float]] = defaultdict(list)
@@ -249,16 +253,18 @@ def build_report(runs: Sequence[Run], methods: Sequence[str] = (), teacher_row: 
         for (m, d, seed), sel in selections.items():
             if m == method:
                 by_seed[seed][d] = 100.0 * sel.run.target_acc
-        row = {d: Cell(tuple(acc[d] for _, acc in sorted(by_seed.items()) if d in acc)) for d in domains}
+        seeds: dict[str, dict[int, float]] = {d: {s: acc[d] for s, acc in sorted(by_seed.items()) if d in acc}
+                                              for d in domains}
         # Avg per seed only over complete sets of domains: a missing domain would bias the mean.
-        row[AVG] = Cell(tuple(float(np.mean([acc[d] for d in domains]))
-                              for _, acc in sorted(by_seed.items()) if len(acc) == len(domains)))
-        rows[method] = row
+        seeds[AVG] = {s: float(np.mean([acc[d] for d in domains]))
+                      for s, acc in sorted(by_seed.items()) if len(acc) == len(domains)}
+        rows[method] = {c: Cell(tuple(v.values())) for c, v in seeds.items()}
+        per_seed[method] = seeds
     for r in complete:
         if r.epochs_problem and (r.method, r.target, r.seed) in selections \
                 and selections[(r.method, r.target, r.seed)].run is r:
             notes.append(f"no training curve for {r.path}: {r.epochs_problem}")
-    return Report(domains, rows, selections, list(runs), notes)
+    return Report(domains, rows, selections, list(runs), notes, per_seed=per_seed)
 
 
 # -------------------------------------------------------------------------------------- vs the baseline
@@ -267,68 +273,105 @@ BASELINE = "erm"
 
 @dataclass(frozen=True)
 class Comparison:
-    """One method's average against the baseline's: a difference only when it exceeds both stds."""
+    """One method against the baseline, paired over seeds (`verdicts`), per held-out domain and on the
+    average; the method's verdict is the average's."""
 
     method: str
-    mean: float
-    std: float | None
-    baseline_mean: float
-    baseline_std: float | None
+    columns: dict[str, verdicts.Paired]  # domain or AVG -> the paired comparison, in table column order
 
     @property
-    def diff(self) -> float:
-        return self.mean - self.baseline_mean
+    def avg(self) -> verdicts.Paired:
+        return self.columns.get(AVG, verdicts.Paired((), ()))
 
     @property
     def verdict(self) -> str:
-        """'better' / 'worse' when |difference| exceeds both methods' std over seeds, 'tie' when it does not,
-        'unknown' without a std (one seed: no spread was measured, so nothing can be called)."""
-        if self.std is None or self.baseline_std is None:
-            return "unknown"
-        if abs(self.diff) > self.std and abs(self.diff) > self.baseline_std:
-            return "better" if self.diff > 0 else "worse"
-        return "tie"
+        return self.avg.verdict
 
 
 def compare(report: Report, baseline: str = BASELINE) -> list[Comparison]:
-    """Every method row's average against `baseline`'s (none when the baseline has no average)."""
-    base = report.rows.get(baseline, {}).get(AVG)
-    if base is None or not base.n:
+    """Every method row against `baseline`, seed by seed (none when the baseline has no row)."""
+    base = report.per_seed.get(baseline)
+    if not base:
         return []
+    columns = report.domains + [AVG]
     out = []
-    for name, row in report.rows.items():
-        cell = row.get(AVG)
-        if name in (TEACHER, baseline) or cell is None or not cell.n:
+    for name, per_column in report.per_seed.items():
+        if name == baseline:
             continue
-        out.append(Comparison(name, cell.mean, cell.std, base.mean, base.std))
+        paired = {c: p for c, p in verdicts.compare_columns(per_column, base, columns).items() if p.n}
+        if paired:
+            out.append(Comparison(name, paired))
     return out
 
 
+def _signed(x: float, decimals: int) -> str:
+    return f"{x:+.{decimals}f}"
+
+
+def _interval(p: verdicts.Paired, decimals: int) -> str:
+    if p.n < 2:
+        return "–"
+    return f"[{_signed(p.low, decimals)}, {_signed(p.high, decimals)}]"
+
+
 def comparison_lines(comparisons: Sequence[Comparison], decimals: int = 1, baseline: str = BASELINE) -> list[str]:
-    """results.md's verdicts: a method differs from the baseline only when the difference of the averages
-    exceeds both methods' std over seeds; everything else is called a tie."""
+    """results.md's verdicts: one line per method on the average (what the CLI prints), then every column's
+    per-seed differences, their mean and 95 % interval."""
     if not comparisons:
         return []
-
-    def cell(mean: float, std: float | None) -> str:
-        return f"{mean:.{decimals}f}" + (f" ± {std:.{decimals}f}" if std is not None else "")
-
-    lines = [f"## Compared with {baseline.upper()}", "",
-             f"A method differs from {baseline.upper()} only when the difference of the averages ({AVG}) exceeds "
-             "both methods' std over seeds; otherwise it is a tie (the seeds' spread covers it).", ""]
+    b = baseline.upper()
+    lines = [f"## Compared with {b} (paired over seeds)", "",
+             f"Within a seed every method trains on the same batches, from the same store and starting backbone as "
+             f"{b}, so each is compared with {b} seed by seed: the difference of the selected runs' target "
+             f"accuracies (points), its mean over the seeds both have and a two-sided "
+             f"{100 * verdicts.LEVEL:.0f} % confidence interval from Student's t with n − 1 degrees of freedom. "
+             f"**better** or **worse** only when the interval excludes 0; otherwise no significant difference. "
+             f"Fewer than 2 seeds in common: no verdict.", ""]
     for c in comparisons:
-        d = f"{c.diff:+.{decimals}f} points ({cell(c.mean, c.std)} vs {cell(c.baseline_mean, c.baseline_std)})"
-        if c.verdict == "unknown":
-            text = f"{d}: cannot tell, a single seed measures no spread"
-        elif c.verdict == "tie":
-            text = f"{d}: **tie**, the difference does not exceed both stds"
-        else:
-            text = f"{d}: **{c.verdict}**, the difference exceeds both stds"
-        lines.append(f"- {c.method} vs {baseline}: {text}.")
+        p = c.avg
+        if not p.n:
+            lines.append(f"- {c.method} vs {baseline}: no {AVG} in common (a domain is missing), no verdict.")
+            continue
+        seeds = ", ".join(_signed(d, decimals) for d in p.diffs)
+        head = f"- {c.method} vs {baseline}: {_signed(p.mean, decimals)} points on {AVG}"
+        if p.verdict == verdicts.UNKNOWN:
+            lines.append(f"{head} (one seed in common: {seeds}): no verdict, one seed measures no spread.")
+            continue
+        word = p.verdict if p.verdict == verdicts.NO_DIFFERENCE else f"**{p.verdict}**"
+        lines.append(f"{head} (per seed {seeds}; {100 * verdicts.LEVEL:.0f} % CI {_interval(p, decimals)}, "
+                     f"n = {p.n}): {word}.")
+    seeds_header = sorted({s for c in comparisons for p in c.columns.values() for s in p.seeds})
+    lines += ["", f"| method | column | difference per seed {seeds_header} | mean | "
+                  f"{100 * verdicts.LEVEL:.0f} % CI | verdict |", "|---|---|---|---:|---|---|"]
+    for c in comparisons:
+        for column, p in c.columns.items():
+            per_seed = ", ".join(f"{s}: {_signed(d, decimals)}" for s, d in zip(p.seeds, p.diffs, strict=True))
+            lines.append(f"| {c.method} | {column} | {per_seed} | {_signed(p.mean, decimals)} | "
+                         f"{_interval(p, decimals)} | {p.verdict} |")
     return lines + [""]
 
 
+def comparison_metrics(comparisons: Sequence[Comparison]) -> dict:
+    """metrics.json's `vs_erm`: per method the average's mean difference (points), interval, n and verdict,
+    and the same per held-out domain."""
+    def numbers(p: verdicts.Paired) -> dict:
+        finite = p.n >= 2
+        return {"mean": round(p.mean, 4), "ci_low": round(p.low, 4) if finite else None,
+                "ci_high": round(p.high, 4) if finite else None, "n": p.n, "verdict": p.verdict}
+
+    return {c.method: {**(numbers(c.avg) if c.avg.n else {"n": 0, "verdict": verdicts.UNKNOWN}),
+                       "domains": {col: numbers(p) for col, p in c.columns.items() if col != AVG}}
+            for c in comparisons}
+
+
 # ---------------------------------------------------------------------------------------------- render
+# What the ± (and the paired intervals) cover, and what they do not: said under every table.
+COVERS = ("What the ± covers: a seed changes the new layers' initialisation, the batch order and which stored "
+          "view each epoch replays; the train/val split, the pool of stored views, the teacher and the pretrained "
+          "backbone are the same for every seed, so their variation is not in the ± — a table made on another "
+          "machine or from another store can differ by more than its ±.")
+
+
 def format_cell(cell: Cell | None, decimals: int = 1, max_n: int = 0) -> str:
     if cell is None or not cell.n:
         return "–"
@@ -364,6 +407,7 @@ def render_markdown(report: Report, title: str, decimals: int = 1, extra: Sequen
            "is used (training-domain validation; ties: hyper-parameters' canonical JSON, then run path). "
            f"{AVG}: per seed the mean over all {len(report.domains)} domains (seeds missing a domain are left "
            "out), then mean ± std over seeds. The teacher row is the CLIP teacher's zero-shot accuracy.", "",
+           COVERS, "",
            f"Runs: {counts['complete']} complete, {counts['incomplete']} incomplete, {counts['failed']} failed.",
            ""]
     out += comparison_lines(compare(report), decimals)
@@ -415,7 +459,7 @@ def metrics_dict(report: Report) -> dict:
     out["n_runs"] = {s: sum(r.status == s for r in report.runs) for s in ("complete", "incomplete", "failed")}
     comparisons = compare(report)
     if comparisons:
-        out[f"vs_{BASELINE}"] = {c.method: {"diff": round(c.diff, 4), "verdict": c.verdict} for c in comparisons}
+        out[f"vs_{BASELINE}"] = comparison_metrics(comparisons)
     return out
 
 
@@ -439,14 +483,17 @@ def render_png(report: Report) -> bytes:
 
 def figure(report: Report):
     """Per-domain bars for every row, with error bars of ± the std over seeds (none for one seed or the
-    teacher), then one panel of training curves per method (mean over seeds)."""
+    teacher); below them, when there is a baseline, each method's paired difference to it with its 95 %
+    interval (`verdicts`); then one panel of training curves per method (mean over seeds)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg is used for PNG
 
     methods = [m for m in report.rows if m != TEACHER]
+    comparisons = compare(report)
     ncols = max(1, min(3, len(methods)))
     nrows = math.ceil(len(methods) / ncols)
-    fig = Figure(figsize=(4.5 * ncols + 1, 4 + 3.2 * nrows), layout="constrained")
-    grid = fig.add_gridspec(1 + nrows, ncols, height_ratios=[1.25] + [1.0] * nrows)
+    top = 2 if comparisons else 1
+    fig = Figure(figsize=(4.5 * ncols + 1, 4 + 3.2 * nrows + (3 if comparisons else 0)), layout="constrained")
+    grid = fig.add_gridspec(top + nrows, ncols, height_ratios=[1.25] * top + [1.0] * nrows)
     bars = fig.add_subplot(grid[0, :])
     columns = report.domains + [AVG]
     width = 0.8 / max(1, len(report.rows))
@@ -459,9 +506,12 @@ def figure(report: Report):
     bars.set_ylabel("target accuracy (%)")
     bars.set_title("Held-out domain accuracy (selected by source validation; error bars: ± std over seeds)")
     bars.legend(fontsize="small", ncols=min(4, max(1, len(report.rows))))
+    if comparisons:
+        row_colors = {name: f"C{i % 10}" for i, name in enumerate(report.rows)}  # the bars' colours
+        _difference_panel(fig.add_subplot(grid[1, :]), comparisons, columns, row_colors)
     colors = {d: f"C{i % 10}" for i, d in enumerate(report.domains)}
     for k, method in enumerate(methods):
-        ax = fig.add_subplot(grid[1 + k // ncols, k % ncols])
+        ax = fig.add_subplot(grid[top + k // ncols, k % ncols])
         for domain in report.domains:
             chosen = [s.run for (m, d, _), s in report.selections.items() if m == method and d == domain]
             for column, style in (("target_acc", "-"), ("source_val_acc", "--")):
@@ -475,3 +525,31 @@ def figure(report: Report):
         if ax.lines:
             ax.legend(fontsize="x-small")
     return fig
+
+
+def _difference_panel(ax, comparisons: Sequence[Comparison], columns: Sequence[str], colors: dict[str, str]) -> None:
+    """Each method's mean paired difference to the baseline per column, its 95 % interval as the error bar
+    (none below 2 seeds), and the per-seed differences as dots; filled markers where the verdict is
+    better/worse."""
+    width = 0.8 / max(1, len(comparisons))
+    for i, c in enumerate(comparisons):
+        color = colors[c.method]
+        offset = (i - (len(comparisons) - 1) / 2) * width
+        xs, means, errs, filled = [], [], [], []
+        for j, column in enumerate(columns):
+            p = c.columns.get(column)
+            if p is None:
+                continue
+            xs.append(j + offset)
+            means.append(p.mean)
+            errs.append(p.half_width if p.n >= 2 else 0.0)
+            filled.append(p.verdict in (verdicts.BETTER, verdicts.WORSE))
+            ax.plot([j + offset] * p.n, p.diffs, ".", color=color, alpha=0.4)
+        ax.errorbar(xs, means, yerr=errs, fmt="none", ecolor=color, capsize=3, label=f"{c.method} − {BASELINE}")
+        ax.scatter(xs, means, color=[color if f else "white" for f in filled], edgecolors=color, zorder=3)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_ylabel("difference (points)")
+    ax.set_title(f"Paired difference to {BASELINE} per seed (dots), mean and {100 * verdicts.LEVEL:.0f} % "
+                 "interval (filled: the interval excludes 0)")
+    ax.legend(fontsize="small")
