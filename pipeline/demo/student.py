@@ -95,8 +95,8 @@ def render_set(cfg: StudentPretrainConfig, seed: int, per_class: int, image_size
     """Render `per_class` images of every (class, domain) with world seed `seed` (a pure function of it)."""
     cells = [(d, c, i) for d in sorted(cfg.domains) for c in cfg.classes for i in range(per_class)]
     images, labels = [], []
-    for domain, class_name, i in progress(cells) if progress else cells:
-        im, _ = world.render(domain, class_name, seed, i, image_size)
+    rendered = world.render_cells(cells, seed, image_size)
+    for (_, class_name, _), (im, _) in zip(cells, progress(rendered) if progress else rendered, strict=True):
         images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
         labels.append(cfg.classes.index(class_name))
     return ImageSet(torch.stack(images), torch.tensor(labels))

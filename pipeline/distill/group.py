@@ -28,7 +28,7 @@ from ..errors import UserError
 from .config import METHODS, MIXES, NON_RESULT_FIELDS, DistillConfig, check_weight, effective
 
 # The fields that decide the batches: members of one pass must agree on them.
-PASS_FIELDS = ("target_domain", "seed", "image_size", "batch_size", "balance", "workers", "device")
+PASS_FIELDS = ("target_domain", "seed", "image_size", "batch_size", "balance", "workers", "device", "threads")
 # Fields a grid entry may not set: the group itself fixes them.
 GROUP_FIELDS = ("target_domain", "method")
 # Not in a member's name: the group folder holds them (domain, seed), they never change a result (workers,

@@ -418,6 +418,8 @@ def train_pass(runs: Sequence[tuple], stores: dict, work: str | Path, restart_st
     discarded instead of refused (per run: the others still resume). On a GPU, a pass with more members
     than fit (`member_capacity`, or `max_members` when > 0) is trained in several passes."""
     first = runs[0][0]
+    if first.threads:  # one process-wide setting: members of a pass share it (group.PASS_FIELDS)
+        torch.set_num_threads(first.threads)
     store = stores[first.teachers[0]]  # the batches' teacher targets; other stores' students read their own
     data = RunData(work, store, *_split(store, first.target_domain), first.image_size, first.seed,
                    first.batch_size, first.workers, first.balance)

@@ -31,7 +31,7 @@ AVG = "Avg"
 REQUIRED = ("method", "target_domain", "seed", "source_val_acc", "target_acc")
 # Resolved-config keys that say where or how fast a run went, or which cell it is in - not what it learnt.
 NOT_HPARAMS = {"method", "target_domain", "target", "seed", "out", "work", "store", "device", "workers",
-               "num_workers", "scheduler", "progress", "resume"}
+               "threads", "num_workers", "scheduler", "progress", "resume"}
 # Shown in every "selected config" label; keys that vary between a method's runs are added to them.
 LABEL_KEYS = ("student", "temperature", "w_kd", "w_ce", "w_dist", "lr", "epochs")
 
