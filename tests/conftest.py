@@ -139,3 +139,24 @@ def distill_work():
     """`distill_work(views) -> Path`: the session's work folder for K=views (built on first use). Shared by
     every test: copy it before changing anything in it."""
     return distill_fixtures.shared_work
+
+
+@contextlib.contextmanager
+def killed_in_epoch_2():
+    """Within the block, every distill run (alone, group member or mix) is interrupted as Ctrl-C / SIGINT
+    would be, at the start of its second epoch, after the first epoch's checkpoint; the block expects it."""
+    from pipeline.distill.trainer import Trainer
+
+    real = Trainer.begin_epoch
+
+    def begin_epoch(self):
+        if len(self.history) == 1:
+            raise KeyboardInterrupt
+        return real(self)
+
+    Trainer.begin_epoch = begin_epoch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        Trainer.begin_epoch = real

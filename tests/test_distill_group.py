@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import killed_in_epoch_2
 
 import pipeline.distill.trainer as trainer_module
 from pipeline.distill.config import DistillConfig
@@ -98,17 +99,8 @@ def test_a_killed_group_resumes_each_member_and_skips_complete_ones(work, group,
     out = tmp_path / "g"
     # Two members finish first (a group run of only them), then the whole group is killed in epoch 2.
     run_group(_base(), ["erm"], GRID, work, out)
-    real = Trainer.begin_epoch
-
-    def killed_in_epoch_2(self):
-        if len(self.history) == 1:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "begin_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_in_epoch_2():
         run_group(_base(), ["erm", "rise"], GRID, work, out)
-    monkeypatch.setattr(Trainer, "begin_epoch", real)
     assert not (out / _name("rise", GRID[0]) / "metrics.json").exists()
     stamps = {n: os.stat(out / n / "metrics.json").st_mtime_ns for n in (_name("erm", e) for e in GRID)}
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
+from conftest import killed_in_epoch_2
 
 from pipeline.distill.checkpoints import BEST_KEYS, FORMAT, LAST_KEYS, read_checkpoint
 from pipeline.distill.step import DistillConfig, run
-from pipeline.distill.trainer import EPOCH_COLUMNS, Trainer
+from pipeline.distill.trainer import EPOCH_COLUMNS
 from pipeline.errors import UserError
 from pipeline.store import verify_store
 from tests.distill_fixtures import DOMAINS
@@ -108,19 +109,10 @@ def test_outputs_and_metrics_schema(work, three_epochs):
 def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, monkeypatch):
     full_out, full = three_epochs
     out = tmp_path / "run"
-    real = Trainer.begin_epoch
-
-    def killed_in_epoch_2(self):
-        if len(self.history) == 1:
-            raise KeyboardInterrupt  # what Ctrl-C / SIGINT does mid-epoch
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "begin_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_in_epoch_2():
         run(_cfg(epochs=3), work, out)
     assert not (out / "metrics.json").exists()
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epochs_done"] == 1
-    monkeypatch.setattr(Trainer, "begin_epoch", real)
     resumed = run(_cfg(epochs=3), work, out)
     assert resumed == full
     assert (out / "epochs.csv").read_text() == (full_out / "epochs.csv").read_text()

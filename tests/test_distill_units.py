@@ -10,13 +10,14 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
+from conftest import killed_in_epoch_2
 
 import pipeline.distill.students as students
 import pipeline.distill.trainer as trainer_module
 from pipeline.distill.config import DistillConfig
 from pipeline.distill.group import member_name
 from pipeline.distill.step import run, run_group
-from pipeline.distill.trainer import Trainer, member_capacity
+from pipeline.distill.trainer import member_capacity
 from pipeline.store import verify_store
 from tests.devices import DEVICES
 from tests.distill_fixtures import DOMAINS, shared_work
@@ -83,17 +84,8 @@ def test_dropout_members_equal_their_runs_alone(work, dropout, tmp_path, device)
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_resumed_dropout_run_equals_the_uninterrupted_one(work, dropout, tmp_path, monkeypatch, device):
     full = run(_cfg(device, epochs=3), work, tmp_path / "full")
-    real = Trainer.begin_epoch
-
-    def killed_in_epoch_2(self):
-        if len(self.history) == 1:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "begin_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_in_epoch_2():
         run(_cfg(device, epochs=3), work, tmp_path / "r")
-    monkeypatch.setattr(Trainer, "begin_epoch", real)
     torch.manual_seed(12345)  # whatever the process drew meanwhile, the run continues from its own state
     if device == "cuda":
         torch.cuda.manual_seed_all(12345)
