@@ -1,4 +1,4 @@
-"""The params.yaml sections that belong to no single step: `data` (paths), `sweep` (dvc.yaml's distill matrix)
+"""The params.yaml sections that belong to no single step: `data` (paths), `sweep` (what dvc.yaml's distill stage trains)
 and `extra_teachers` (rise-mix's other teacher stores), typed like every step's section.
 
 Light on purpose (no torch, no distill code): the shard step's domain check reads `sweep.domains` from here
@@ -26,7 +26,7 @@ class DataConfig:
 
 @dataclass
 class SweepConfig:
-    """dvc.yaml's distill matrix: one group per held-out domain x seed, members methods x grid."""
+    """What dvc.yaml's distill stage trains: one group per held-out domain x seed, members methods x grid."""
 
     domains: list[str] = field([], "Held-out domains, each in turn (the shard step checks them against the data).",
                                cli=False)
@@ -35,6 +35,14 @@ class SweepConfig:
     seeds: list[int] = field([0], "Seeds; the report gives mean ± std over them.", cli=False)
     grid: list[dict] = field([{}], "Distill overrides, one config each; members with equal effective configs "
                                    "are one student (`rise-pipeline sweep grid NAME` sets RISE's grids).", cli=False)
+    jobs: int = field(1, "Groups trained at once on this machine by dvc.yaml's distill stage and `sweep run` "
+                         "(local worker processes, one group each at a time; speed only, never a result). 1: one "
+                         "group after another in one process. On a CPU, one per core with distill.threads 1 "
+                         "uses every core where one group's small steps cannot.", cli=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise UserError(f"sweep.jobs must be an integer >= 1, got {self.jobs!r}")
 
 
 @dataclass

@@ -1,12 +1,14 @@
-"""Sweeps on dask: the distill work of dvc.yaml's matrix, one dask task per group.
+"""Sweeps on dask: the distill work of the sweep plan, one dask task per group.
 
-dvc.yaml's `distill` stage is a matrix over `sweep.domains x sweep.seeds`; each entry trains one group (every
-distinct student of `sweep.methods x sweep.grid`, one data pass) into `data/runs/<domain>-<seed>/<member>/`
-with `distill --sweep --restart-stale`. The sweep plan (`pipeline.plan.plan_sweep`) gives exactly those groups,
-and `run_sweep` runs each one with the same library call (`distill.step.run_members`) as a task:
+The sweep plan (`pipeline.plan.plan_sweep`) has one group per `sweep.domains x sweep.seeds` (every distinct
+student of `sweep.methods x sweep.grid`, one data pass) into `data/runs/<domain>-<seed>/<member>/`.
+dvc.yaml's `distill` stage (`distill --sweep`) and `sweep run` both train it with `run_sweep`, which runs
+each group with the same library call (`distill.step.run_members`) as a task:
 - in this process, one group after another (no cluster);
-- on a local cluster of single-threaded worker processes (`workers=N`); with GPUs, worker i sees one GPU
-  through its own CUDA_VISIBLE_DEVICES and declares the dask resource GPU=1;
+- on a local cluster of single-threaded worker processes (`workers=N`; `sweep.jobs` for the distill stage):
+  a demo-sized group's steps are too small for two torch threads to pay, so two groups at once are what
+  keeps both cores of a small machine busy; with GPUs, worker i sees one GPU through its own
+  CUDA_VISIBLE_DEVICES and declares the dask resource GPU=1;
 - on an existing dask.distributed cluster (`scheduler="tcp://..."`, e.g. dask-jobqueue's SLURMCluster); if
   its workers declare a GPU resource, each group takes one.
 
@@ -127,12 +129,13 @@ def check_inputs(group: Group, where: str) -> None:
                         "(or set distill.workers: 0)")
 
 
-def run_group_task(group: Group, where: str | None = None) -> Outcome:
+def run_group_task(group: Group, where: str | None = None, restart_stale: bool = True) -> Outcome:
     """Train one group where this runs (a dask worker, or `where="in-process"`), as `distill --sweep` does;
     each member is `done` if it trained now, `skipped` if it was complete.
 
     A UserError (bad store, unknown domain, ...) is returned as a failed outcome, since rerunning cannot fix
-    it; any other exception propagates, so dask can rerun the group (it resumes from its checkpoints)."""
+    it; any other exception propagates, so dask can rerun the group (it resumes from its checkpoints).
+    `restart_stale`: checkpoints of another config or store are discarded (as `distill --restart-stale`)."""
     where = where or _current_worker()
     start = time.perf_counter()
     store, before, resumed = None, {}, 0
@@ -146,7 +149,7 @@ def run_group_task(group: Group, where: str | None = None) -> Outcome:
         states = group_states(group, store)
         before = {name: state == "complete" for name, state in states.items()}
         resumed = sum(state.startswith("partial") for state in states.values())
-        results = run_members(list(group.members), group.work, group.out, restart_stale=True)
+        results = run_members(list(group.members), group.work, group.out, restart_stale=restart_stale)
         states = {name: "done" if trained else "skipped" for name, (_, trained) in results.items()}
         error = None
     except UserError as e:
@@ -235,12 +238,23 @@ def sweep_client(workers: int | None, scheduler: str | None, retries: int, gpus:
     # worker died is rescheduled up to `retries` times (the scheduler's allowed-failures); the cores are shared
     # out between the workers' torch threads (dask's default is one each).
     threads = max(1, (os.cpu_count() or 1) // workers)
+    # dask's statistical profiler (a stack sample every 10 ms) and GIL monitor (every 1 ms) cost a worker
+    # whose task is Python-heavy CPU work a good share of its core: nothing here reads them.
     config = {"distributed.worker.daemon": False, "distributed.scheduler.allowed-failures": retries,
+              "distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.gil.enabled": False,
               **{f"distributed.nanny.pre-spawn-environ.{name}": threads
                  for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
     gpus = visible_gpus() if gpus is None else gpus
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
     with dask.config.set(config), local_cluster(workers, gpus) as cluster, Client(cluster) as client:
-        yield client
+        try:
+            yield client
+        finally:
+            # Closing: a worker still tearing down torch after 4 s is killed ("still alive ... killing"); its
+            # groups are done and written, so that warning would only alarm.
+            nanny.setLevel(logging.ERROR)
+    nanny.setLevel(level)
 
 
 def _gpu_restricted(client) -> bool:
@@ -252,7 +266,7 @@ def _gpu_restricted(client) -> bool:
 
 
 def run_sweep(plan: SweepPlan, workers: int | None = None, scheduler: str | None = None, retries: int = 2,
-              gpus: list[str] | None = None) -> Iterator[Outcome]:
+              gpus: list[str] | None = None, restart_stale: bool = True) -> Iterator[Outcome]:
     """Run every group of `plan`; yield each group's Outcome as it finishes (in plan order in-process).
 
     No `workers` and no `scheduler`: in this process. `retries`: how often dask reruns a group whose task
@@ -273,7 +287,7 @@ def run_sweep(plan: SweepPlan, workers: int | None = None, scheduler: str | None
         for group in plan.groups:
             start = time.perf_counter()
             try:
-                yield run_group_task(group, IN_PROCESS)
+                yield run_group_task(group, IN_PROCESS, restart_stale)
             except Exception as e:  # noqa: BLE001 - one group's bug must not hide the others' results
                 log.debug("group %s failed", group.key, exc_info=True)
                 yield _failed(group, e, IN_PROCESS, time.perf_counter() - start, before[group.key])
@@ -285,7 +299,8 @@ def run_sweep(plan: SweepPlan, workers: int | None = None, scheduler: str | None
         resources = {"GPU": 1} if _gpu_restricted(client) else None
         where = f"scheduler {client.scheduler.address}"
         submitted = time.perf_counter()
-        futures = {client.submit(run_group_task, group, key=f"rise-sweep-{group.key}-{uuid.uuid4().hex[:8]}",
+        futures = {client.submit(run_group_task, group, None, restart_stale,
+                                 key=f"rise-sweep-{group.key}-{uuid.uuid4().hex[:8]}",
                                  pure=False, retries=retries, resources=resources): group
                    for group in plan.groups}
         for future in as_completed(futures):
@@ -297,6 +312,28 @@ def run_sweep(plan: SweepPlan, workers: int | None = None, scheduler: str | None
                     raise
                 log.debug("group %s failed", group.key, exc_info=True)
                 yield _failed(group, e, where, time.perf_counter() - submitted, before[group.key])
+
+
+def local_jobs(plan: SweepPlan) -> int | None:
+    """Local worker processes for `sweep.jobs` (None: this process): never more than the plan has groups, and
+    no cluster to start for one group at a time."""
+    jobs = min(plan.sweep.jobs, len(plan.groups))
+    return jobs if jobs > 1 else None
+
+
+def run_and_print(plan: SweepPlan, echo, **how) -> list[Outcome]:
+    """`run_sweep(plan, **how)`, echoing one line per group as it finishes, then the table; the outcomes in
+    plan order."""
+    outcomes = []
+    for outcome in run_sweep(plan, **how):
+        echo(describe(outcome))
+        outcomes.append(outcome)
+    order = {g.key: i for i, g in enumerate(plan.groups)}
+    outcomes.sort(key=lambda o: order[o.key])
+    echo("")
+    echo(table(outcomes).rstrip("\n"))
+    echo("")
+    return outcomes
 
 
 def totals(outcomes: list[Outcome]) -> dict[str, int]:

@@ -26,8 +26,9 @@ from stages.options import config_options, overrides_for, params_option
               help="Train a group: a list of override mappings (JSON text, or a JSON/YAML file), one config each, "
                    "e.g. '[{\"w_dist\": 0.5}, {\"w_dist\": 2}]'; members are every method x every config.")
 @click.option("--sweep", "from_sweep", is_flag=True,
-              help="Train the group of --target-domain and --seed of the sweep plan of --params: its methods, "
-                   "grid and extra teachers, its folders (what dvc.yaml and `sweep run` train).")
+              help="Train the sweep plan of --params (its domains x seeds groups, methods, grid and extra "
+                   "teachers, its folders: what dvc.yaml's distill stage and `sweep run` train): every group, "
+                   "sweep.jobs of them at once on this machine, or only the group of --target-domain and --seed.")
 @click.option("--max-members", type=int, default=0, show_default=True,
               help="Most students trained in one data pass (0: all on the CPU; on a GPU as many as fit in memory).")
 @click.option("--restart-stale", is_flag=True,
@@ -81,8 +82,9 @@ def _summary(results: dict[str, dict]) -> None:
 
 
 def _sweep_group(params_path, work, out, grid, methods_flag, restart_stale, max_members, options) -> None:
-    """`distill --sweep`: the plan's group for --target-domain and --seed (the distill section's when not
-    given), the other flags applied to the distill section as usual; WORK and OUT from the plan unless given."""
+    """`distill --sweep`: the plan's group for --target-domain and --seed (the distill section's seed when not
+    given), or without a target domain every group of the plan; the other flags applied to the distill section
+    as usual; WORK and OUT from the plan unless given."""
     from pipeline.distill.step import run_members
     from pipeline.plan import plan_sweep
 
@@ -91,9 +93,33 @@ def _sweep_group(params_path, work, out, grid, methods_flag, restart_stale, max_
     if methods_flag is not None or grid is not None:
         raise UserError("--sweep takes the methods and grid from --params; drop --method / --grid")
     plan = plan_sweep(params_path, overrides_for(DistillConfig, options), need_groups=False)
+    if not plan.base.target_domain:
+        _every_group(params_path, work, out, max_members, restart_stale, options)
+        return
     group = plan.group(plan.base.target_domain, plan.base.seed)
-    if not group.domain:
-        raise UserError("--target-domain is required")
     results = run_members(list(group.members), work or plan.work, out or group.out, restart_stale=restart_stale,
                           max_members=max_members)
     _summary({name: metrics for name, (metrics, _) in results.items()})
+
+
+def _every_group(params_path, work, out, max_members, restart_stale, options) -> None:
+    """`distill --sweep` without --target-domain (dvc.yaml's distill stage): every group of the plan,
+    `sweep.jobs` at once in local worker processes, one line per group as it ends, then the table; exit
+    status 1 when a group failed (the others' students are complete and kept)."""
+    import sys
+
+    from pipeline.plan import plan_sweep
+    from pipeline.sweep import local_jobs, run_and_print
+
+    if work is not None or out is not None or max_members:
+        raise UserError("--work, --out and --max-members name one group's folders: give --target-domain, or "
+                        "leave them to the plan of --params")
+    plan = plan_sweep(params_path, overrides_for(DistillConfig, options))
+    if not plan.groups:
+        raise UserError("the sweep plan has no groups: set sweep.domains and sweep.seeds in --params")
+    jobs = local_jobs(plan)
+    click.echo(f"distill: {len(plan.groups)} group(s), {sum(len(g.members) for g in plan.groups)} student(s), "
+               f"{jobs or 1} at a time{' (local worker processes)' if jobs else ''}")
+    outcomes = run_and_print(plan, click.echo, workers=jobs, restart_stale=restart_stale)
+    if any(o.failed for o in outcomes):
+        sys.exit(1)  # after every group's line is printed

@@ -122,7 +122,7 @@ def _dry_run(plan) -> None:
                    "worker sees.")
 @click.option("--workers", type=int, default=None, metavar="N",
               help="Run on a new local cluster of N worker processes (with GPUs: worker i sees one GPU). "
-                   "Neither option: in this process, one group after another.")
+                   "Neither option: sweep.jobs of --params (1: in this process, one group after another).")
 @click.option("--retries", type=int, default=2, show_default=True,
               help="How often dask reruns a group whose task raised, or (--workers) whose worker died; it "
                    "resumes from its checkpoints. On --scheduler, worker deaths follow that cluster's "
@@ -151,17 +151,11 @@ def run_command(params_path, scheduler, workers, retries, dry_run):
         _dry_run(plan)
         return
     report_cfg = load_section(ReportConfig, params, "report")  # a bad report section fails before training
-    from pipeline.sweep import describe, run_sweep, table, totals
+    from pipeline.sweep import local_jobs, run_and_print, totals
 
-    outcomes = []
-    for outcome in run_sweep(plan, workers=workers, scheduler=scheduler, retries=retries):
-        click.echo(describe(outcome))
-        outcomes.append(outcome)
-    order = {g.key: i for i, g in enumerate(plan.groups)}
-    outcomes.sort(key=lambda o: order[o.key])
-    click.echo()
-    click.echo(table(outcomes), nl=False)
-    click.echo()
+    if workers is None and not scheduler:
+        workers = local_jobs(plan)
+    outcomes = run_and_print(plan, click.echo, workers=workers, scheduler=scheduler, retries=retries)
     if any(o.count("done") + o.count("skipped") for o in outcomes):
         _report(plan, report_cfg)
     else:

@@ -31,8 +31,8 @@ def reduced_default() -> dict:
 def test_reduced_default_pipeline_end_to_end(tmp_path):
     repo = make_repo(tmp_path / "repo", reduced_default())
     ran, out = repro(repo)
-    assert ran == {"world", "teacher", "student-pretrain", "shard", "embed", "report",
-                   "distill@sketch-0"}  # one group: erm, kd and rise from one data pass
+    assert ran == {"world", "teacher", "student-pretrain", "shard", "embed", "distill", "report"}
+    assert "distill: 1 group(s), 3 student(s), 1 at a time" in out  # erm, kd and rise from one data pass
     # every stage reports its wall time
     for cmd in ("world", "pretrain-teacher", "pretrain-student", "extract", "distill", "report"):
         assert f"[rise-pipeline {cmd}] done in" in out

@@ -160,3 +160,40 @@ def test_balanced_plan_gives_each_source_domain_an_equal_share(work, store):
     run_data = _data(work, store, batch_size=4, balance="domains")
     for b in run_data.train_loader(0):
         assert np.bincount(b.domain.numpy(), minlength=len(store.domain_names)).tolist().count(2) == 2
+
+
+def test_decoded_images_are_kept_across_epochs_and_change_no_item(work, store):
+    """The main process keeps decoded images (up to its byte budget), so no image is decoded twice; every item
+    equals the one decoded afresh (budget 0), and a budget too small for all keeps only what fits."""
+    import pipeline.distill.loader as loader_module
+
+    cached, fresh = _data(work, store), _data(work, store)
+    fresh.train_set.cache_bytes = 0
+    decodes = []
+    real = loader_module.decode_rgb
+
+    def counting(data, max_pixels):
+        decodes.append(1)
+        return real(data, max_pixels)
+
+    loader_module.decode_rgb = counting
+    try:
+        first = _items(cached, 0)
+        n_first = len(decodes)
+        second = _items(cached, 1)
+    finally:
+        loader_module.decode_rgb = real
+    # each image is decoded once: epoch 2 decodes only the rows epoch 1 left out (its plan drops a partial batch)
+    seen = {int(it.row) for it in first}
+    assert n_first == len(seen) and len(decodes) - n_first == len({int(it.row) for it in second} - seen)
+    for epoch, items in ((0, first), (1, second)):
+        reference = _items(fresh, epoch)
+        assert [it.row for it in items] == [it.row for it in reference]
+        for it, ref in zip(items, reference, strict=True):
+            assert torch.equal(it.image, ref.image) and torch.equal(it.teacher, ref.teacher)
+    assert not fresh.train_set._decoded
+    one = next(iter(cached.train_set._decoded.values()))
+    small = _data(work, store)
+    small.train_set.cache_bytes = 3 * one.width * one.height * 3
+    _items(small, 0)
+    assert len(small.train_set._decoded) == 3

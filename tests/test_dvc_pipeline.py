@@ -19,7 +19,7 @@ from tests.dvc_fixtures import make_repo, real_data_params, repro, run, write_pa
 # The real `dvc repro` several times over: the longest module of the suite (`pytest -m "not slow"` skips it).
 pytestmark = pytest.mark.slow
 
-DISTILL_RUNS = {"distill@sketch-0"}  # one group: every method x grid config of (sketch, seed 0)
+DISTILL_RUNS = {"distill"}  # one group here: every method x grid config of (sketch, seed 0)
 EVERYTHING_AFTER_EMBED = {"embed", *DISTILL_RUNS, "report"}
 
 

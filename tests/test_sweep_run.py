@@ -1,4 +1,4 @@
-"""`rise-pipeline sweep run`: dvc.yaml's distill matrix as dask tasks, in-process, on a local cluster of worker
+"""`rise-pipeline sweep run` and dvc.yaml's distill stage: the sweep plan's groups as dask tasks, in-process, on a local cluster of worker
 processes, or on an existing scheduler; a killed worker's group is rerun and resumes; `dvc commit` afterwards
 leaves nothing for `dvc repro` to do.
 
@@ -142,18 +142,44 @@ def test_in_process_rerun_skips_complete_members_and_reports(reference, capsys, 
 
 
 @pytest.mark.slow
-def test_local_cluster_of_worker_processes_gives_the_in_process_results(reference, work, tmp_path, capsys, cli):
-    params = _project(tmp_path, _params(work))
-    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params), "--workers", "2"])
+@pytest.mark.parametrize("command", ["sweep run --workers 2", "distill --sweep, sweep.jobs 2"])
+def test_local_cluster_of_worker_processes_gives_the_in_process_results(reference, work, tmp_path, capsys, cli,
+                                                                       command):
+    """`sweep run --workers 2`, and dvc.yaml's distill stage (`distill --sweep`, no target domain) with
+    sweep.jobs 2: both groups on a local cluster of two worker processes, the in-process results."""
+    params = _project(tmp_path, _params(work, jobs=2 if command.startswith("distill") else 1))
+    argv = ["sweep", "run", "--params", str(params), "--workers", "2"] if command.startswith("sweep") else \
+        ["distill", "--params", str(params), "--sweep", "--restart-stale"]
+    code, out, err = _inproc(cli, argv)
     assert code == 0, out + err
     for key in ("cartoon-0", "photo-0"):
         [line] = _lines(out, f"{key}: ")
         assert line.startswith(f"{key}: 2 done, 0 skipped in ") and " s on tcp://127.0.0.1:" in line
-    assert out.rstrip().splitlines()[-1] == "sweep: 4 done, 0 skipped, 0 failed"
+    assert "still alive" not in out + err  # closing the cluster says nothing
     _assert_same(_results(tmp_path), reference[1], tmp_path, reference[0])
+    if command.startswith("distill"):
+        assert out.splitlines()[0] == "distill: 2 group(s), 4 student(s), 2 at a time (local worker processes)"
+        assert not (tmp_path / "data/report").exists()  # dvc.yaml's report stage writes the report
+        return
+    assert out.rstrip().splitlines()[-1] == "sweep: 4 done, 0 skipped, 0 failed"
     report = (tmp_path / "data/report/results.md").read_text()
     assert report.replace(str(tmp_path), "P") == \
         (reference[0] / "data/report/results.md").read_text().replace(str(reference[0]), "P")
+
+
+def test_distill_sweep_without_a_target_domain_runs_every_group(reference, cli):
+    """dvc.yaml's distill stage: every group of the plan (here sweep.jobs 1: in this process, one after
+    another); complete students are skipped, so a rerun trains nothing."""
+    folder, results = reference
+    code, out, _ = _inproc(cli, ["distill", "--params", str(folder / "params.yaml"), "--sweep", "--restart-stale"])
+    assert code == 0, out
+    assert out.splitlines()[0] == "distill: 2 group(s), 4 student(s), 1 at a time"
+    assert [line.split(" in ")[0] for line in out.splitlines()[1:3]] == \
+        ["cartoon-0: 0 done, 2 skipped", "photo-0: 0 done, 2 skipped"]
+    assert out.count(" s in-process\n") == 2
+    assert _results(folder) == results  # nothing retrained
+    code, out, err = _inproc(cli, ["distill", "--params", str(folder / "params.yaml"), "--sweep", "--out", "x"])
+    assert code != 0 and "give --target-domain" in out + err
 
 
 class BlockOnce(WorkerPlugin):

@@ -86,7 +86,10 @@ class TrainItems:
         self.max_pixels = int(store.attrs.get("max_pixels", MAX_PIXELS))
 
     def __call__(self, data: bytes, row: int, epoch: int) -> Item:
-        img = decode_rgb(data, self.max_pixels)
+        return self.from_image(decode_rgb(data, self.max_pixels), row, epoch)
+
+    def from_image(self, img, row: int, epoch: int) -> Item:
+        """The item of an already decoded image (`StoreImages` keeps decoded images across epochs)."""
         store = self.store
         key = store.keys[row]
         if store.has_views:
@@ -110,7 +113,10 @@ class EvalItems:
         self.max_pixels = int(store.attrs.get("max_pixels", MAX_PIXELS))
 
     def __call__(self, data: bytes, row: int, epoch: int) -> Item:
-        image = eval_image(decode_rgb(data, self.max_pixels), self.image_size)
+        return self.from_image(decode_rgb(data, self.max_pixels), row, epoch)
+
+    def from_image(self, img, row: int, epoch: int) -> Item:
+        image = eval_image(img, self.image_size)
         return Item(image=image, label=int(self.store.labels[row]), teacher=torch.from_numpy(self.store.clean([row])[0]),
                     domain=int(self.store.domains[row]), row=row)
 
