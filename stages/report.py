@@ -8,8 +8,9 @@ import click
 
 from pipeline.config import load_section, read_params
 from pipeline.errors import UserError
+from pipeline.report.render import comparison_lines, markdown_table
+from pipeline.report.statistics import compare
 from pipeline.report.step import ReportConfig, run
-from pipeline.report.tables import compare, comparison_lines, markdown_table
 from stages.options import config_options, overrides_for, params_option
 
 
