@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.errors import UserError
 from pipeline.report.figure import _mean_curve, render_png
@@ -23,6 +24,8 @@ from pipeline.report.runs import find_runs, load_run
 from pipeline.report.statistics import AVG, build_report
 from pipeline.report.statistics import TEACHER as TEACHER_ROW
 from pipeline.report.step import ReportConfig, run
+from tests.dvc_fixtures import ROOT, make_repo
+from tests.dvc_fixtures import run as run_in
 
 DOMAINS = ["art", "photo", "sketch"]
 METHODS = ["erm", "rise"]
@@ -163,7 +166,7 @@ def test_selection_and_aggregation(runs_dir: Path, tmp_path: Path):
     png = (out / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert sorted(p.name for p in out.iterdir()) == sorted(["results.md", "results.csv", "results.png",
-                                                            "metrics.json"])
+                                                            "metrics.json", "epochs.csv"])
     # Same runs -> byte-identical outputs, so DVC sees no change on a rerun.
     run(ReportConfig(), [runs_dir], tmp_path / "again")
     assert all((out / n).read_bytes() == (tmp_path / "again" / n).read_bytes() for n in os.listdir(out))
@@ -200,6 +203,41 @@ def test_epoch_curves_and_problems(tmp_path: Path):
     assert xs == [0, 1, 2, 3] and ys[-1] == pytest.approx(70.0)
     assert any("no training curve" in n and "y" in n for n in result.notes)
     assert render_png(result).startswith(b"\x89PNG")
+
+
+def test_dvc_plots_show_draws_the_selected_runs_curves(runs_dir: Path, tmp_path: Path):
+    """The project's dvc.yaml, in a git + DVC repo holding a report: `dvc plots show` loads the figure and the
+    training curves, and the curves are exactly the selected runs' own epochs.csv rows."""
+    repo = make_repo(tmp_path / "repo", yaml.safe_load((ROOT / "params.yaml").read_text()))
+    run(ReportConfig(), [runs_dir], repo / "data" / "report")
+    shown = json.loads(run_in(repo, ["dvc", "plots", "show", "--json"]).stdout)
+    assert "errors" not in shown, shown["errors"]
+    plots = shown["data"]
+    assert set(plots) == {"data/report/results.png", "data/report/epochs.csv",
+                          "Source-validation accuracy per epoch (selected runs)",
+                          "Training loss per epoch (selected runs)"}
+    assert plots["data/report/results.png"][0]["type"] == "image"
+
+    expected = set()
+    for m in METHODS:
+        for d in DOMAINS:
+            for s in SEEDS:
+                chosen = (DOMAINS.index(d) + s) % 3  # config_accs' best source validation
+                with open(runs_dir / m / f"{d}-s{s}-w{chosen}" / "epochs.csv", newline="") as f:
+                    expected |= {(f"{m}/{d}/{s}", int(r["epoch"]), float(r["source_val_acc"]), float(r["target_acc"]),
+                                  float(r["loss"])) for r in csv.DictReader(f)}
+    for plot_id, y in (("data/report/epochs.csv", "target_acc"),
+                       ("Source-validation accuracy per epoch (selected runs)", "source_val_acc"),
+                       ("Training loss per epoch (selected runs)", "loss")):
+        (plot,) = plots[plot_id]
+        spec = plot["content"]
+        assert plot["type"] == "vega" and spec["encoding"]["y"]["field"] == y
+        assert spec["encoding"]["x"]["field"] == "epoch"
+        assert {"field": "run", "type": "nominal"} in spec["encoding"]["detail"]  # a line per run, not one zigzag
+        values = spec["data"]["values"]
+        assert len(values) == len(expected) == len(METHODS) * len(DOMAINS) * len(SEEDS) * 3
+        assert {(v["run"], int(v["epoch"]), float(v["source_val_acc"]), float(v["target_acc"]), float(v["loss"]))
+                for v in values} == expected
 
 
 def test_bad_inputs(tmp_path: Path, runs_dir: Path):

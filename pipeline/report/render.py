@@ -1,10 +1,12 @@
-"""The report as text: results.md (table, verdicts, selected configs), results.csv and metrics.json."""
+"""The report as text: results.md (table, verdicts, selected configs), results.csv, metrics.json and
+epochs.csv (the selected runs' training curves for `dvc plots`)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 
 from . import verdicts
@@ -110,6 +112,22 @@ def metrics_dict(report: Report) -> dict:
     if comparisons:
         out[f"vs_{BASELINE}"] = comparison_metrics(comparisons)
     return out
+
+
+def render_epochs(report: Report) -> str:
+    """epochs.csv for `dvc plots`: every selected run's epochs.csv in one long table, a row per run and epoch.
+    `run` is `method/domain/seed`, the cell the run was selected for: run folders are named by a config
+    hash, the cell is the same in every experiment, so `dvc plots diff` lines the same curves up."""
+    curves = [(key, sel.run.epochs) for key, sel in report.selections.items() if sel.run.epochs]
+    columns = list(dict.fromkeys(k for _, rows in curves for row in rows for k in row if k != "epoch"))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["run", "method", "domain", "seed", "epoch", *columns])
+    for (method, domain, seed), rows in curves:
+        for row in (r for r in rows if math.isfinite(r["epoch"])):
+            values = ["" if math.isnan(v) else repr(v) for v in (row.get(c, math.nan) for c in columns)]
+            writer.writerow([f"{method}/{domain}/{seed}", method, domain, seed, int(row["epoch"]), *values])
+    return buf.getvalue()
 
 
 def _signed(x: float, decimals: int) -> str:

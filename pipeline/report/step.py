@@ -1,7 +1,7 @@
-"""The report step: distill runs -> results.md / results.csv / results.png / metrics.json.
+"""The report step: distill runs -> results.md / results.csv / results.png / metrics.json / epochs.csv.
 
 Reading runs (`runs`), selection (`selection`), aggregation (`statistics`) and rendering (`render`,
-`figure`) live beside it; this module checks the config, picks the runs and writes the four files atomically.
+`figure`) live beside it; this module checks the config, picks the runs and writes the five files atomically.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..io import write_bytes, write_json, write_text
 from . import learning
 from .figure import render_png
-from .render import metrics_dict, render_csv, render_markdown
+from .render import metrics_dict, render_csv, render_epochs, render_markdown
 from .runs import Run, find_runs, load_run
 from .statistics import Report, build_report
 
@@ -57,7 +57,7 @@ def _stale(run_dir: Path, expected: dict) -> str | None:
 
 def run(cfg: ReportConfig, paths: list[Path], out: Path, only: dict[str, dict] | None = None,
         work: Path | None = None, base: Path | None = None) -> Report:
-    """Select, aggregate and write the four files. `only`: `<group>/<member>` -> the result config its run
+    """Select, aggregate and write the five files. `only`: `<group>/<member>` -> the result config its run
     must record (a sweep plan's `expected_runs`); other folders are left out, and a folder whose metrics.json
     records another config is listed, never averaged. `work`: the work folder the runs were trained from,
     which adds the learning check (`learning`: did each selected run fit its source domains?). `base`: run
@@ -98,4 +98,5 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: dict[str, dict] |
     write_text(out / "results.csv", render_csv(result))
     write_bytes(out / "results.png", render_png(result))
     write_json(out / "metrics.json", metrics)
+    write_text(out / "epochs.csv", render_epochs(result))
     return result
