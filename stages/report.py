@@ -8,15 +8,16 @@ import click
 
 from pipeline.config import load_section, read_params
 from pipeline.errors import UserError
+from pipeline.report.render import comparison_lines, markdown_table
+from pipeline.report.statistics import compare
 from pipeline.report.step import ReportConfig, run
-from pipeline.report.tables import compare, comparison_lines, markdown_table
 from stages.options import config_options, overrides_for, params_option
 
 
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Report folder: results.md, results.csv, results.png, metrics.json are written here "
+              help="Report folder: results.md, results.csv, results.png, metrics.json, epochs.csv are written here "
                    "(with --sweep-only: data/report beside --params, as dvc.yaml's report stage).")
 @params_option
 @config_options(ReportConfig)

@@ -168,8 +168,8 @@ def run_command(params_path, scheduler, workers, retries, dry_run):
 
 def _report(plan, cfg) -> None:
     """dvc.yaml's report stage, `report --params P --sweep-only`: the same call, so the same bytes."""
+    from pipeline.report.render import markdown_table
     from pipeline.report.step import run
-    from pipeline.report.tables import markdown_table
 
     work = plan.work if (plan.work / "teacher_report.json").is_file() else None
     if work is None:

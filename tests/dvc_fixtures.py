@@ -18,7 +18,8 @@ RAN = re.compile(r"Running stage '([^']+)'")
 
 
 def make_repo(dest: Path, params: dict) -> Path:
-    """Copy dvc.yaml and the code it names as deps, write `params`, then git init + dvc init + commit."""
+    """Copy dvc.yaml, its plot templates and the code it names as deps, write `params`, then git init +
+    dvc init + commit."""
     dest.mkdir(parents=True)
     for name in ("dvc.yaml", "pyproject.toml"):
         shutil.copy(ROOT / name, dest / name)
@@ -26,8 +27,10 @@ def make_repo(dest: Path, params: dict) -> Path:
         shutil.copytree(ROOT / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     write_params(dest, params)
     (dest / ".gitignore").write_text("__pycache__/\n")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "init"]):
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        run(dest, cmd)
+    shutil.copytree(ROOT / ".dvc" / "plots", dest / ".dvc" / "plots")  # dvc.yaml's plot templates
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         run(dest, cmd)
     return dest
 

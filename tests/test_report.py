@@ -15,10 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.errors import UserError
-from pipeline.report import tables as lib
+from pipeline.report.figure import _mean_curve, render_png
+from pipeline.report.render import markdown_table
+from pipeline.report.runs import find_runs, load_run
+from pipeline.report.statistics import AVG, build_report
+from pipeline.report.statistics import TEACHER as TEACHER_ROW
 from pipeline.report.step import ReportConfig, run
+from tests.dvc_fixtures import ROOT, make_repo
+from tests.dvc_fixtures import run as run_in
 
 DOMAINS = ["art", "photo", "sketch"]
 METHODS = ["erm", "rise"]
@@ -103,7 +110,7 @@ def test_selection_and_aggregation(runs_dir: Path, tmp_path: Path):
     out = tmp_path / "report"
     result = run(ReportConfig(), [runs_dir], out)
     assert result.domains == DOMAINS
-    assert list(result.rows) == [lib.TEACHER, *METHODS]
+    assert list(result.rows) == [TEACHER_ROW, *METHODS]
 
     for (m, d, s), sel in result.selections.items():
         assert sel.candidates == 3
@@ -118,11 +125,11 @@ def test_selection_and_aggregation(runs_dir: Path, tmp_path: Path):
             mean, std = expected_cell(m, d)
             assert cell.mean == pytest.approx(mean) and cell.std == pytest.approx(std)
         mean, std = expected_avg(m)
-        assert result.rows[m][lib.AVG].mean == pytest.approx(mean)
-        assert result.rows[m][lib.AVG].std == pytest.approx(std)
-    teacher = result.rows[lib.TEACHER]
+        assert result.rows[m][AVG].mean == pytest.approx(mean)
+        assert result.rows[m][AVG].std == pytest.approx(std)
+    teacher = result.rows[TEACHER_ROW]
     assert {d: teacher[d].mean for d in DOMAINS} == pytest.approx({d: 100 * v for d, v in TEACHER.items()})
-    assert teacher[lib.AVG].mean == pytest.approx(100 * np.mean(list(TEACHER.values())))
+    assert teacher[AVG].mean == pytest.approx(100 * np.mean(list(TEACHER.values())))
     assert teacher["art"].std is None
 
     # metrics.json: flat numbers for dvc
@@ -136,11 +143,11 @@ def test_selection_and_aggregation(runs_dir: Path, tmp_path: Path):
 
     # CSV: mean, std and n per column
     rows = {r["method"]: r for r in csv.DictReader((out / "results.csv").open())}
-    assert set(rows) == {lib.TEACHER, *METHODS}
+    assert set(rows) == {TEACHER_ROW, *METHODS}
     mean, std = expected_cell("rise", "sketch")
     assert float(rows["rise"]["sketch_mean"]) == pytest.approx(mean, abs=1e-4)
     assert float(rows["rise"]["sketch_std"]) == pytest.approx(std, abs=1e-4)
-    assert rows["rise"]["sketch_n"] == "2" and rows[lib.TEACHER]["art_std"] == ""
+    assert rows["rise"]["sketch_n"] == "2" and rows[TEACHER_ROW]["art_std"] == ""
 
     # Markdown: the table line, failures listed with their reason, selected configs
     md = (out / "results.md").read_text()
@@ -159,7 +166,7 @@ def test_selection_and_aggregation(runs_dir: Path, tmp_path: Path):
     png = (out / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert sorted(p.name for p in out.iterdir()) == sorted(["results.md", "results.csv", "results.png",
-                                                            "metrics.json"])
+                                                            "metrics.json", "epochs.csv"])
     # Same runs -> byte-identical outputs, so DVC sees no change on a rerun.
     run(ReportConfig(), [runs_dir], tmp_path / "again")
     assert all((out / n).read_bytes() == (tmp_path / "again" / n).read_bytes() for n in os.listdir(out))
@@ -177,8 +184,8 @@ def test_ties_missing_domains_and_single_seed(tmp_path: Path):
     row = result.rows["rise"]
     assert row["art"].values == pytest.approx((60.0, 50.0))
     assert row["photo"].values == pytest.approx((80.0,)) and row["photo"].std is None
-    assert row[lib.AVG].values == pytest.approx((70.0,))
-    table = lib.markdown_table(result, 2)
+    assert row[AVG].values == pytest.approx((70.0,))
+    table = markdown_table(result, 2)
     art = np.std([60.0, 50.0], ddof=1)
     assert f"| rise | 55.00 ± {art:.2f} | 80.00 (n=1) | 70.00 (n=1) |" in table
 
@@ -188,22 +195,57 @@ def test_epoch_curves_and_problems(tmp_path: Path):
     write_run(root / "x", "erm", "art", 0, 1.0, 0.9, 0.7, epochs=4)
     write_run(root / "y", "erm", "art", 1, 1.0, 0.8, 0.5, epochs=2)
     (root / "y" / "epochs.csv").write_text("nothing,here\n1,2\n")
-    runs = [lib.load_run(p) for p in lib.find_runs([root])]
+    runs = [load_run(p) for p in find_runs([root])]
     assert len(runs[0].epochs) == 4 and runs[0].epochs[3]["target_acc"] == pytest.approx(0.7)
     assert runs[1].status == "complete" and "epochs.csv unreadable" in runs[1].epochs_problem
-    result = lib.build_report(runs)
-    xs, ys = lib._mean_curve([runs[0], runs[1]], "target_acc")
+    result = build_report(runs)
+    xs, ys = _mean_curve([runs[0], runs[1]], "target_acc")
     assert xs == [0, 1, 2, 3] and ys[-1] == pytest.approx(70.0)
     assert any("no training curve" in n and "y" in n for n in result.notes)
-    assert lib.render_png(result).startswith(b"\x89PNG")
+    assert render_png(result).startswith(b"\x89PNG")
+
+
+def test_dvc_plots_show_draws_the_selected_runs_curves(runs_dir: Path, tmp_path: Path):
+    """The project's dvc.yaml, in a git + DVC repo holding a report: `dvc plots show` loads the figure and the
+    training curves, and the curves are exactly the selected runs' own epochs.csv rows."""
+    repo = make_repo(tmp_path / "repo", yaml.safe_load((ROOT / "params.yaml").read_text()))
+    run(ReportConfig(), [runs_dir], repo / "data" / "report")
+    shown = json.loads(run_in(repo, ["dvc", "plots", "show", "--json"]).stdout)
+    assert "errors" not in shown, shown["errors"]
+    plots = shown["data"]
+    assert set(plots) == {"data/report/results.png", "data/report/epochs.csv",
+                          "Source-validation accuracy per epoch (selected runs)",
+                          "Training loss per epoch (selected runs)"}
+    assert plots["data/report/results.png"][0]["type"] == "image"
+
+    expected = set()
+    for m in METHODS:
+        for d in DOMAINS:
+            for s in SEEDS:
+                chosen = (DOMAINS.index(d) + s) % 3  # config_accs' best source validation
+                with open(runs_dir / m / f"{d}-s{s}-w{chosen}" / "epochs.csv", newline="") as f:
+                    expected |= {(f"{m}/{d}/{s}", int(r["epoch"]), float(r["source_val_acc"]), float(r["target_acc"]),
+                                  float(r["loss"])) for r in csv.DictReader(f)}
+    for plot_id, y in (("data/report/epochs.csv", "target_acc"),
+                       ("Source-validation accuracy per epoch (selected runs)", "source_val_acc"),
+                       ("Training loss per epoch (selected runs)", "loss")):
+        (plot,) = plots[plot_id]
+        spec = plot["content"]
+        assert plot["type"] == "vega" and spec["encoding"]["y"]["field"] == y
+        assert spec["encoding"]["x"]["field"] == "epoch"
+        assert {"field": "run", "type": "nominal"} in spec["encoding"]["detail"]  # a line per run, not one zigzag
+        values = spec["data"]["values"]
+        assert len(values) == len(expected) == len(METHODS) * len(DOMAINS) * len(SEEDS) * 3
+        assert {(v["run"], int(v["epoch"]), float(v["source_val_acc"]), float(v["target_acc"]), float(v["loss"]))
+                for v in values} == expected
 
 
 def test_bad_inputs(tmp_path: Path, runs_dir: Path):
     with pytest.raises(UserError, match="run or folder not found: .*nope"):
-        lib.find_runs([tmp_path / "nope"])
+        find_runs([tmp_path / "nope"])
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     with pytest.raises(UserError, match="no runs found under .*empty"):
-        lib.find_runs([tmp_path / "empty"])
+        find_runs([tmp_path / "empty"])
     only_bad = tmp_path / "bad"
     write_run(only_bad / "r", "erm", "art", 0, 1.0, 0.9, 0.7, status="running")
     with pytest.raises(UserError, match="no complete runs among 1 found"):
@@ -214,7 +256,7 @@ def test_bad_inputs(tmp_path: Path, runs_dir: Path):
     with pytest.raises(UserError, match="decimals must be >= 0"):
         run(ReportConfig(decimals=-1), [runs_dir], tmp_path / "o")
     with pytest.raises(UserError, match="not a run folder"):
-        lib.find_runs([tmp_path / "file"])
+        find_runs([tmp_path / "file"])
     # The report folder itself (metrics.json inside the searched tree) is never taken for a run.
     out = runs_dir / "report"
     run(ReportConfig(), [runs_dir], out)

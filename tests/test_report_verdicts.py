@@ -17,7 +17,9 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from scipy import stats
 
 from pipeline.report import learning, verdicts
-from pipeline.report import tables as lib
+from pipeline.report.figure import figure
+from pipeline.report.runs import find_runs, load_run
+from pipeline.report.statistics import AVG, TEACHER, build_report
 from pipeline.report.step import ReportConfig, run
 from tests.test_report import _cli, write_run
 
@@ -149,21 +151,21 @@ def test_no_erm_row_no_verdicts(tmp_path):
 
 
 def test_figure_has_std_error_bars(tmp_path):
-    runs = [lib.load_run(p) for p in lib.find_runs([_runs(tmp_path / "runs")])]
-    report = lib.build_report(runs)
-    fig = lib.figure(report)
+    runs = [load_run(p) for p in find_runs([_runs(tmp_path / "runs")])]
+    report = build_report(runs)
+    fig = figure(report)
     bars = [c for c in fig.axes[0].containers if isinstance(c, BarContainer)]
     assert [c.get_label() for c in bars] == list(report.rows)  # one bar series per row, teacher first
-    columns = DOMAINS + [lib.AVG]
+    columns = DOMAINS + [AVG]
     for container, (name, row) in zip(bars, report.rows.items(), strict=True):
-        if name == lib.TEACHER:  # one deterministic number: no error bar
+        if name == TEACHER:  # one deterministic number: no error bar
             assert container.errorbar is None
             continue
         segments = container.errorbar.lines[2][0].get_segments()
         assert len(segments) == len(columns)
         for seg, column, bar in zip(segments, columns, container.patches, strict=True):
             (x0, lo), (x1, hi) = seg
-            values = _avg(name) if column == lib.AVG else TARGET[name][column]
+            values = _avg(name) if column == AVG else TARGET[name][column]
             std = float(np.std(values, ddof=1))
             assert x0 == x1 == pytest.approx(bar.get_x() + bar.get_width() / 2)
             assert (lo + hi) / 2 == pytest.approx(bar.get_height()) == pytest.approx(row[column].mean)
@@ -179,8 +181,8 @@ def test_figure_has_std_error_bars(tmp_path):
         segments = container.lines[2][0].get_segments()
         for seg, column in zip(segments, columns, strict=True):
             (_, lo), (_, hi) = seg
-            a = _avg(method) if column == lib.AVG else TARGET[method][column]
-            b = _avg("erm") if column == lib.AVG else ERM[column]
+            a = _avg(method) if column == AVG else TARGET[method][column]
+            b = _avg("erm") if column == AVG else ERM[column]
             low, high = stats.ttest_rel(a, b).confidence_interval(0.95)
             assert lo == pytest.approx(low, abs=1e-6) and hi == pytest.approx(high, abs=1e-6)
 

@@ -428,7 +428,7 @@ def test_the_readme_cluster_recipe_gives_the_report_stage_byte_for_byte(tmp_path
     trained = {str(p.parent.relative_to(runs)) for p in runs.glob("*/*/metrics.json")}
     assert trained == _members(repo / "params.yaml") and sum("/rise-mix-" in t for t in trained) == 2
     report = {p.name: p.read_bytes() for p in (repo / "data/report").iterdir()}
-    assert set(report) == {"results.md", "results.csv", "results.png", "metrics.json"}
+    assert set(report) == {"results.md", "results.csv", "results.png", "metrics.json", "epochs.csv"}
     metrics = json.loads(report["metrics.json"])
     assert "rise-mix" in metrics and metrics["learning_check"]["runs"] == 4  # extra teacher, learning check
     status = run(repo, ["dvc", "status"]).stdout

@@ -1,4 +1,7 @@
 """The report: distill run folders -> config selection by source validation -> the paper-style table.
 
-`tables` finds, loads, selects and renders runs (Markdown, CSV, PNG, DVC metrics); `step.run` writes them.
+`runs` finds and reads run folders, `selection` picks each cell's config (training-domain validation),
+`statistics` aggregates mean ± std over seeds and pairs each method with the baseline (`verdicts`: the
+paired t-test's rule), `render` writes results.md / results.csv / metrics.json / epochs.csv and `figure`
+results.png; `step.run` writes them all.
 """

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .. import layout
 from ..errors import UserError
-from .tables import Report, Run
+from .runs import Run
+from .statistics import Report
 
 MARGIN = 0.10  # source-val accuracy may sit this far (a fraction) below the teacher's
 

@@ -1,7 +1,7 @@
-"""The report step: distill runs -> results.md / results.csv / results.png / metrics.json.
+"""The report step: distill runs -> results.md / results.csv / results.png / metrics.json / epochs.csv.
 
-Selection, aggregation and rendering live in `tables`; this module checks the config, picks the runs
-and writes the four files atomically.
+Reading runs (`runs`), selection (`selection`), aggregation (`statistics`) and rendering (`render`,
+`figure`) live beside it; this module checks the config, picks the runs and writes the five files atomically.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from ..config import field
 from ..errors import UserError
 from ..io import write_bytes, write_json, write_text
 from . import learning
-from . import tables as lib
+from .figure import render_png
+from .render import metrics_dict, render_csv, render_epochs, render_markdown
+from .runs import Run, find_runs, load_run
+from .statistics import Report, build_report
 
 
 @dataclass
@@ -53,8 +56,8 @@ def _stale(run_dir: Path, expected: dict) -> str | None:
 
 
 def run(cfg: ReportConfig, paths: list[Path], out: Path, only: dict[str, dict] | None = None,
-        work: Path | None = None, base: Path | None = None) -> lib.Report:
-    """Select, aggregate and write the four files. `only`: `<group>/<member>` -> the result config its run
+        work: Path | None = None, base: Path | None = None) -> Report:
+    """Select, aggregate and write the five files. `only`: `<group>/<member>` -> the result config its run
     must record (a sweep plan's `expected_runs`); other folders are left out, and a folder whose metrics.json
     records another config is listed, never averaged. `work`: the work folder the runs were trained from,
     which adds the learning check (`learning`: did each selected run fit its source domains?). `base`: run
@@ -64,7 +67,7 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: dict[str, dict] |
         raise UserError(f"report.decimals must be >= 0, got {cfg.decimals}")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out must be a folder: {out} is a file")
-    found = lib.find_runs(paths, exclude=[out])
+    found = find_runs(paths, exclude=[out])
     if only is not None:
         # Runs of an earlier sweep may still sit in data/runs (DVC never deletes a dropped matrix entry's
         # output); they must not compete in the selection.
@@ -75,24 +78,25 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: dict[str, dict] |
     runs = []
     for p in found:
         why = _stale(Path(p), only["/".join(Path(p).parts[-2:])]) if only is not None else None
-        runs.append(lib.Run(Path(p), "incomplete", why) if why else lib.load_run(p))
+        runs.append(Run(Path(p), "incomplete", why) if why else load_run(p))
     if base is not None:
         runs = [dataclasses.replace(r, path=Path(os.path.relpath(Path(r.path).resolve(), Path(base).resolve())))
                 for r in runs]
-    result = lib.build_report(runs, methods=cfg.methods, teacher_row=cfg.teacher_row)
+    result = build_report(runs, methods=cfg.methods, teacher_row=cfg.teacher_row)
     if not result.rows:
         bad = len(runs) - sum(r.status == "complete" for r in runs)
         raise UserError(f"no complete runs among {len(runs)} found ({bad} incomplete or failed); "
                         f"see e.g. {runs[0].path}: {runs[0].reason}")
     extra: list[str] = []
-    metrics = lib.metrics_dict(result)
+    metrics = metrics_dict(result)
     if work is not None:
         teacher = learning.read_teacher_val(work)
         checks = learning.check(result, teacher)
         extra = learning.render(checks, teacher, cfg.decimals)
         result.learning = metrics["learning_check"] = learning.summary(checks)
-    write_text(out / "results.md", lib.render_markdown(result, cfg.title, cfg.decimals, extra))
-    write_text(out / "results.csv", lib.render_csv(result))
-    write_bytes(out / "results.png", lib.render_png(result))
+    write_text(out / "results.md", render_markdown(result, cfg.title, cfg.decimals, extra))
+    write_text(out / "results.csv", render_csv(result))
+    write_bytes(out / "results.png", render_png(result))
     write_json(out / "metrics.json", metrics)
+    write_text(out / "epochs.csv", render_epochs(result))
     return result
