@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import load_section, read_params  # noqa: E402
-from pipeline.demo import teacher as demo_teacher
+from pipeline.demo import pretrain_teacher as demo_teacher
 from pipeline.demo import world  # noqa: E402
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .config import field, from_mapping, load_section
 from .errors import UserError
-from .layout import store_file
+from .layout import DEFAULT_STORE, check_store_name, store_file
 
 
 @dataclass
@@ -53,6 +53,15 @@ class TeacherConfig:
     model: str = field("", "open_clip model name (as embed.model).", cli=False)
     pretrained: str = field("", "open_clip pretrained tag or checkpoint file (as embed.pretrained).", cli=False)
 
+    def __post_init__(self) -> None:
+        """An entry names all three (its empty defaults only document the fields) and a store of its own."""
+        given = [k for k in ("model", "name", "pretrained") if getattr(self, k)]
+        if len(given) < 3:
+            raise UserError(f"needs name, model and pretrained, got {given}")
+        if self.name == DEFAULT_STORE:
+            raise UserError("'default' is the main teacher's store; name it otherwise")
+        check_store_name(self.name)
+
 
 def load_data(params: dict) -> DataConfig:
     return load_section(DataConfig, params, "data")
@@ -70,12 +79,13 @@ def load_extra_teachers(params: dict) -> list[TeacherConfig]:
     value = params.get("extra_teachers") or []
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         raise UserError("extra_teachers must be a list of {name, model, pretrained} mappings")
-    teachers = [from_mapping(TeacherConfig, t, f"extra_teachers[{i}]") for i, t in enumerate(value)]
-    for i, t in enumerate(teachers):
-        if not (t.name and t.model and t.pretrained):
-            raise UserError(f"extra_teachers[{i}] needs name, model and pretrained, got {sorted(value[i])}")
-        if t.name == "default":
-            raise UserError(f"extra_teachers[{i}]: 'default' is the main teacher's store; name it otherwise")
+    teachers = []
+    for i, t in enumerate(value):
+        where = f"extra_teachers[{i}]"
+        try:
+            teachers.append(from_mapping(TeacherConfig, t, where))
+        except UserError as e:  # the entry's own check does not know its place in the list
+            raise UserError(str(e) if where in str(e) else f"{where}: {e}") from None
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
         raise UserError(f"extra_teachers: each name once, got {names}")

@@ -96,10 +96,8 @@ def plan_sweep(params_path: str | Path, overrides: dict | None = None, need_grou
     methods = parse_methods(sweep.methods, "sweep.methods")
     grid = parse_grid(sweep.grid or [{}])
     extra = load_extra_teachers(params)
-    from .layout import DEFAULT_STORE, check_store_name
+    from .layout import DEFAULT_STORE
 
-    for t in extra:
-        check_store_name(t.name)
     if extra and MIX not in methods:
         methods.append(MIX)
     teachers = [DEFAULT_STORE, *(t.name for t in extra)]
@@ -122,7 +120,7 @@ def _group(plan: SweepPlan, domain: str, seed: int) -> Group:
     for m in members(base, list(plan.methods), list(plan.grid)):
         cfg = dataclasses.replace(m.cfg, checkpoint=_absolute(plan.root, m.cfg.checkpoint))
         if cfg.pretrained and cfg.checkpoint and Path(cfg.checkpoint).is_file():
-            pin_checkpoint(cfg)
+            cfg = pin_checkpoint(cfg)
         resolved.append(dataclasses.replace(m, cfg=cfg))
     key = f"{domain}-{seed}"
     return Group(key, domain, seed, plan.runs / key, tuple(resolved), plan.work)

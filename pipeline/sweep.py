@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import layout
 from .config import to_dict
@@ -48,23 +49,31 @@ CONNECT_TIMEOUT = "10s"  # reaching an existing scheduler
 # --- states ---------------------------------------------------------------------------------------------
 
 
-def open_store(work: Path, teachers=("default",)):
-    """({store name: store} for the default store and `teachers`, None), or (None, why) when one cannot be
-    opened here."""
+class OpenedStores(NamedTuple):
+    """The teacher stores a sweep reads, opened here: `stores` is {store name: StoreReader}, or None and `why`
+    says which one could not be opened."""
+
+    stores: dict | None
+    why: str | None = None
+
+
+def open_stores(work: Path, teachers=("default",)) -> OpenedStores:
+    """The default store and `teachers`' stores of WORK (`OpenedStores`); a store that cannot be opened here
+    is a reason, not an error."""
     from .store import DEFAULT_STORE, verify_store
 
     try:
-        return {name: verify_store(work, name) for name in dict.fromkeys([DEFAULT_STORE, *teachers])}, None
+        return OpenedStores({name: verify_store(work, name) for name in dict.fromkeys([DEFAULT_STORE, *teachers])})
     except (UserError, OSError) as e:
-        return None, str(e).splitlines()[0] if str(e) else type(e).__name__
+        return OpenedStores(None, str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-def member_state(member: GroupMember, out: Path, store) -> str:
+def member_state(member: GroupMember, out: Path, stores: dict | None) -> str:
     """`complete` (metrics.json of the same config and store), `partial (has last.pt)` (will resume), or
     `to run` (with what makes it stale, when the folder holds another config's files)."""
     from .distill.step import finished
 
-    if store is not None and finished(member.cfg, store, out) is not None:
+    if stores is not None and finished(member.cfg, stores, out) is not None:
         return "complete"
     last = out / "checkpoints" / "last.pt"
     if last.is_file():
@@ -74,12 +83,12 @@ def member_state(member: GroupMember, out: Path, store) -> str:
             same = True  # config.json missing or unreadable: the checkpoint itself decides when it resumes
         return "partial (has last.pt)" if same else "to run (checkpoints of another config: discarded)"
     if (out / "metrics.json").is_file():
-        return "to run (metrics.json of another config or store)" if store is not None else "to run"
+        return "to run (metrics.json of another config or store)" if stores is not None else "to run"
     return "to run"
 
 
-def group_states(group: Group, store) -> dict[str, str]:
-    return {m.name: member_state(m, group.out / m.name, store) for m in group.members}
+def group_states(group: Group, stores: dict | None) -> dict[str, str]:
+    return {m.name: member_state(m, group.out / m.name, stores) for m in group.members}
 
 
 # --- one group as a task --------------------------------------------------------------------------------
@@ -138,15 +147,15 @@ def run_group_task(group: Group, where: str | None = None, restart_stale: bool =
     `restart_stale`: checkpoints of another config or store are discarded (as `distill --restart-stale`)."""
     where = where or _current_worker()
     start = time.perf_counter()
-    store, before, resumed = None, {}, 0
+    stores, before, resumed = None, {}, 0
     try:
         check_inputs(group, where)
         from .distill.step import run_members
 
-        store, why = open_store(group.work, group.teachers)
-        if store is None:
+        stores, why = open_stores(group.work, group.teachers)
+        if stores is None:
             raise UserError(why)
-        states = group_states(group, store)
+        states = group_states(group, stores)
         before = {name: state == "complete" for name, state in states.items()}
         resumed = sum(state.startswith("partial") for state in states.values())
         results = run_members(list(group.members), group.work, group.out, restart_stale=restart_stale)
@@ -154,17 +163,17 @@ def run_group_task(group: Group, where: str | None = None, restart_stale: bool =
         error = None
     except UserError as e:
         error = str(e).splitlines()[0] if str(e) else type(e).__name__
-        states = _after_failure(group, store, before)
+        states = _after_failure(group, stores, before)
     return Outcome(group.key, states, time.perf_counter() - start, where, error, resumed)
 
 
-def _after_failure(group: Group, store, before: dict[str, bool]) -> dict[str, str]:
+def _after_failure(group: Group, stores: dict | None, before: dict[str, bool]) -> dict[str, str]:
     """Member states of a group that failed: complete before (skipped), complete now (done), else failed."""
     from .distill.step import finished
 
     states = {}
     for m in group.members:
-        now = store is not None and finished(m.cfg, store, group.out / m.name) is not None
+        now = stores is not None and finished(m.cfg, stores, group.out / m.name) is not None
         states[m.name] = "skipped" if before.get(m.name) else "done" if now else "failed"
     return states
 
@@ -179,8 +188,8 @@ def _failed(group: Group, error: BaseException, where: str, seconds: float, befo
     else:
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         text = f"{type(error).__name__}: {first}" if first else type(error).__name__
-    store, _ = open_store(group.work, group.teachers)
-    return Outcome(group.key, _after_failure(group, store, before), seconds, where, text)
+    stores = open_stores(group.work, group.teachers).stores
+    return Outcome(group.key, _after_failure(group, stores, before), seconds, where, text)
 
 
 # --- where the tasks run --------------------------------------------------------------------------------
@@ -284,9 +293,9 @@ def run_sweep(plan: SweepPlan, workers: int | None = None, scheduler: str | None
     for group in plan.groups:  # before any training: one line says what to do with old run folders
         refuse_legacy(group.out)
     plan.runs.mkdir(parents=True, exist_ok=True)
-    store, _ = open_store(plan.work, plan.groups[0].teachers if plan.groups else ())
-    before = {g.key: {n: s == "complete" for n, s in group_states(g, store).items()} for g in plan.groups}
-    del store
+    stores = open_stores(plan.work, plan.groups[0].teachers if plan.groups else ()).stores
+    before = {g.key: {n: s == "complete" for n, s in group_states(g, stores).items()} for g in plan.groups}
+    del stores
     if workers is None and not scheduler:
         for group in plan.groups:
             start = time.perf_counter()

@@ -28,8 +28,8 @@ ALSO_READ["extra_teachers"] = PLAN + "; a list of these entries, one embed stage
 
 def sections() -> list[tuple[str, type]]:
     """(params.yaml section, config dataclass) of every step, in pipeline order."""
-    from pipeline.demo.student import StudentPretrainConfig
-    from pipeline.demo.teacher import PretrainConfig
+    from pipeline.demo.pretrain_student import StudentPretrainConfig
+    from pipeline.demo.pretrain_teacher import PretrainConfig
     from pipeline.demo.world import WorldConfig
     from pipeline.distill.config import DistillConfig
     from pipeline.extract.embed_step import EmbedConfig

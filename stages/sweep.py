@@ -88,14 +88,14 @@ def _dry_run(plan) -> None:
     """What the real run will do: each student's state by the same comparison a run makes (pinned weights
     included), and what would stop the run before training."""
     from pipeline.distill.group import legacy_folders
-    from pipeline.sweep import group_states, open_store
+    from pipeline.sweep import group_states, open_stores
 
-    store, why = open_store(plan.work, plan.groups[0].teachers if plan.groups else ())
-    if store is None:
+    stores, why = open_stores(plan.work, plan.groups[0].teachers if plan.groups else ())
+    if stores is None:
         click.echo(f"note: the store cannot be opened here ({why}); complete members show as to run")
     counts = {"complete": 0, "partial": 0, "to run": 0}
     for group in plan.groups:
-        states = group_states(group, store)
+        states = group_states(group, stores)
         click.echo(f"{group.key}  ({_shown(group.out)})")
         if legacy_folders(group.out):
             click.echo(f"  refused: holds run folders named by grid position ({', '.join(legacy_folders(group.out))})"

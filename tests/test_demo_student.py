@@ -12,10 +12,10 @@ import torch
 from conftest import run_cli
 from scipy import stats
 
-from pipeline.demo import student as demo_student
+from pipeline.demo import pretrain_student as demo_student
 from pipeline.demo import world
 from pipeline.demo.batch_augment import BatchAugment, augment, resize
-from pipeline.demo.student import StudentPretrainConfig
+from pipeline.demo.pretrain_student import StudentPretrainConfig
 from pipeline.distill.students import build_student
 from pipeline.errors import UserError
 from pipeline.io import sha256_file

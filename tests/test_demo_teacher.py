@@ -11,11 +11,11 @@ import pytest
 import torch
 from scipy import stats
 
-from pipeline.demo import teacher as demo_teacher
+from pipeline.demo import pretrain_teacher as demo_teacher
 from pipeline.demo import world
-from pipeline.demo.models import register_project_models
-from pipeline.demo.teacher import PretrainConfig
+from pipeline.demo.pretrain_teacher import PretrainConfig
 from pipeline.errors import UserError
+from pipeline.extract.project_models import register_project_models
 
 # A short pretraining: the default model and loss on a smaller world (3 classes, 2 styles, 240 images), on
 # clean images: with the default's augmented views a run this short stays near chance (measured 0.43-0.48 on

@@ -20,9 +20,9 @@ from PIL import Image, ImageOps
 
 import pipeline.extract.parts
 from pipeline.augment import ViewParams, apply_view, sample_views
-from pipeline.demo.models import register_project_models
 from pipeline.errors import UserError
 from pipeline.extract.embed_step import EmbedConfig, run
+from pipeline.extract.project_models import register_project_models
 from pipeline.shards import iter_samples, shard_paths
 from pipeline.store import StoreReader, verify_store
 

@@ -24,9 +24,9 @@ from embed_fixtures import sample_rows, write_shard_set
 
 import pipeline.extract.teacher
 from pipeline import hub
-from pipeline.demo.models import register_project_models
 from pipeline.distill.students import build_student
 from pipeline.errors import UserError
+from pipeline.extract.project_models import register_project_models
 from pipeline.extract.teacher import load_teacher, weights_sha256
 from tests.distill_fixtures import DOMAINS
 

@@ -15,8 +15,8 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.config import load_section, read_params
-from pipeline.demo.student import StudentPretrainConfig
-from pipeline.demo.teacher import PretrainConfig
+from pipeline.demo.pretrain_student import StudentPretrainConfig
+from pipeline.demo.pretrain_teacher import PretrainConfig
 from pipeline.demo.world import WorldConfig
 from pipeline.distill.config import DistillConfig
 from pipeline.extract.embed_step import EmbedConfig

@@ -31,14 +31,12 @@ def _cfg(checkpoint, **kw) -> DistillConfig:
 
 def test_pin_records_the_file_and_refuses_other_weights(tmp_path):
     _weights(tmp_path / "w.pth", 0)
-    cfg = _cfg(tmp_path / "w.pth")
-    pin_checkpoint(cfg)
+    cfg = pin_checkpoint(_cfg(tmp_path / "w.pth"))
     assert cfg.checkpoint_sha256 == sha256_file(tmp_path / "w.pth")
     _weights(tmp_path / "w.pth", 1)
     with pytest.raises(UserError, match=r"w\.pth holds other weights .* than distill\.checkpoint_sha256"):
         pin_checkpoint(cfg)
-    off = _cfg(tmp_path / "missing.pth", pretrained=False)  # not loaded: nothing to pin, no error
-    pin_checkpoint(off)
+    off = pin_checkpoint(_cfg(tmp_path / "missing.pth", pretrained=False))  # not loaded: nothing to pin, no error
     assert off.checkpoint_sha256 == ""
     with pytest.raises(UserError, match=r"student weights not found: .*missing\.pth"):
         pin_checkpoint(_cfg(tmp_path / "missing.pth"))

@@ -9,8 +9,8 @@ import open_clip
 import pytest
 import torch
 
-from pipeline.demo.models import register_project_models
 from pipeline.errors import UserError
+from pipeline.extract.project_models import register_project_models
 from pipeline.extract.prompts import (
     PHOTO_ANCHORS,
     RISE_TEMPLATES,

@@ -17,8 +17,8 @@ from .. import io
 from ..config import to_dict
 from ..errors import UserError
 from ..progress import progress
-from . import student as demo_student
-from . import teacher as demo_teacher
+from . import pretrain_student as demo_student
+from . import pretrain_teacher as demo_teacher
 from . import world as demo_world
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,12 @@
 """One distill run's options (the `distill` section of params.yaml), declared once.
 
 Light on purpose (no torch, no timm): the command line and its `--help` are generated from it.
+
+Checking follows the project's one rule: a config checks its values when it is built (`__post_init__`, so
+`from_mapping` and `dataclasses.replace` check too), and checking never changes it. What only a run needs
+of a whole config -- a target domain, teachers that fit its method -- is `check_run`, which the distill step
+calls: a group's base config has no target yet and names all the group's teachers, which each member trims
+to its method. Pinning the local weights' digest reads a file, so it is a step of its own (`pin_checkpoint`).
 """
 
 from __future__ import annotations
@@ -79,6 +85,20 @@ class DistillConfig:
                             "only, like workers and device (float rounding may differ in the last bits). On a few "
                             "cores with small students, 1 thread plus loader workers uses the cores best.")
 
+    def __post_init__(self) -> None:
+        """Refuse values that cannot train, each with one line naming the option."""
+        for name in ("w_kd", "w_ce", "w_dist"):
+            check_weight(name, getattr(self, name))
+        for name, rule, ok in (("epochs", ">= 1", lambda v: v >= 1), ("batch_size", ">= 2", lambda v: v >= 2),
+                               ("image_size", ">= 16", lambda v: v >= 16),
+                               ("lr", "a finite number > 0", _finite_positive),
+                               ("temperature", "a finite number > 0", _finite_positive),
+                               ("workers", ">= 0", lambda v: v >= 0), ("threads", ">= 0", lambda v: v >= 0),
+                               ("lr_decay_at", "in (0, 1]", lambda v: 0 < v <= 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise UserError(f"{name} must be {rule}, got {value!r}")
+
 
 # Options that change how fast a run goes, never its result: a finished run is "up to date" and a killed
 # one resumes whatever they are. One list for both rules.
@@ -131,6 +151,29 @@ def unit_lrs(cfg, n: int) -> list[float]:
     return [float(cfg.lr)] * n
 
 
+def _finite_positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_run(cfg: DistillConfig) -> None:
+    """What training `cfg` as one run needs beyond valid values (see the module docstring): a target domain,
+    one teacher store for every method but the mixes, two or more for a mix, with its learning rates if any."""
+    if not cfg.target_domain:
+        raise UserError("--target-domain is required")
+    if len(set(cfg.teachers)) != len(cfg.teachers) or not cfg.teachers:
+        raise UserError(f"teachers: name each store once, got {cfg.teachers}")
+    if cfg.method in MIXES and len(cfg.teachers) < 2:
+        raise UserError(f"{cfg.method} mixes students of several teachers: give two or more stores, e.g. "
+                        "--teachers default,rn101")
+    if cfg.method not in MIXES and len(cfg.teachers) != 1:
+        raise UserError(f"{cfg.method} distils one teacher; several --teachers are for rise-mix")
+    if cfg.method in MIXES:
+        bad = [v for v in cfg.mix_lrs if not _finite_positive(v)]
+        if bad:
+            raise UserError(f"mix_lrs must be finite numbers > 0, got {bad[0]!r}")
+        unit_lrs(cfg, len(cfg.teachers))
+
+
 def check_weight(name: str, value) -> float:
     """A loss weight must be a finite number >= 0 (a NaN weight would poison every step)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) \
@@ -146,12 +189,13 @@ def _file_digest(path: str, inode: int, size: int, mtime_ns: int) -> str:
     return sha256_file(path)
 
 
-def pin_checkpoint(cfg: DistillConfig) -> None:
-    """Record the content of the local weights a run loads: `cfg.checkpoint_sha256` is set from the file (a
+def pin_checkpoint(cfg: DistillConfig) -> DistillConfig:
+    """`cfg` with the content of the local weights it loads recorded: `checkpoint_sha256` set from the file (a
     run's identity is its result config, and the same path may come to hold other weights -- the demo's
-    student-pretrain stage rewrites it). A digest already given must match the file."""
+    student-pretrain stage rewrites it). A digest already given must match the file. Without local weights,
+    `cfg` itself."""
     if not (cfg.pretrained and cfg.checkpoint):
-        return
+        return cfg
     path = Path(cfg.checkpoint)
     if not path.is_file():
         raise UserError(f"student weights not found: {path} (distill.checkpoint)")
@@ -160,34 +204,4 @@ def pin_checkpoint(cfg: DistillConfig) -> None:
     if cfg.checkpoint_sha256 and cfg.checkpoint_sha256 != digest:
         raise UserError(f"{path} holds other weights (sha256 {digest[:12]}...) than distill.checkpoint_sha256 "
                         f"{cfg.checkpoint_sha256[:12]}... names")
-    cfg.checkpoint_sha256 = digest
-
-
-def validate(cfg: DistillConfig) -> None:
-    """Reject values that cannot train, each with one line naming the option; pin the local weights
-    (`pin_checkpoint`)."""
-    if not cfg.target_domain:
-        raise UserError("--target-domain is required")
-    if len(set(cfg.teachers)) != len(cfg.teachers) or not cfg.teachers:
-        raise UserError(f"teachers: name each store once, got {cfg.teachers}")
-    if cfg.method in MIXES and len(cfg.teachers) < 2:
-        raise UserError(f"{cfg.method} mixes students of several teachers: give two or more stores, e.g. "
-                        "--teachers default,rn101")
-    if cfg.method not in MIXES and len(cfg.teachers) != 1:
-        raise UserError(f"{cfg.method} distils one teacher; several --teachers are for rise-mix")
-    if cfg.method in MIXES:
-        bad = [v for v in cfg.mix_lrs if isinstance(v, bool) or not isinstance(v, (int, float))
-               or not math.isfinite(v) or v <= 0]
-        if bad:
-            raise UserError(f"mix_lrs must be finite numbers > 0, got {bad[0]!r}")
-        unit_lrs(cfg, len(cfg.teachers))
-    for name in ("w_kd", "w_ce", "w_dist"):
-        check_weight(name, getattr(cfg, name))
-    checks = [("epochs", cfg.epochs >= 1), ("batch_size", cfg.batch_size >= 2), ("image_size", cfg.image_size >= 16),
-              ("lr", cfg.lr > 0 and math.isfinite(cfg.lr)), ("temperature", cfg.temperature > 0),
-              ("workers", cfg.workers >= 0), ("threads", cfg.threads >= 0),
-              ("lr_decay_at", 0 < cfg.lr_decay_at <= 1)]
-    for name, ok in checks:
-        if not ok:
-            raise UserError(f"{name} has an invalid value {getattr(cfg, name)!r}")
-    pin_checkpoint(cfg)
+    return dataclasses.replace(cfg, checkpoint_sha256=digest)

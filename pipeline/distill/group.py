@@ -18,14 +18,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import from_mapping, to_dict
 from ..errors import UserError
-from .config import METHODS, MIXES, NON_RESULT_FIELDS, DistillConfig, check_weight, effective
+from .config import METHODS, MIXES, NON_RESULT_FIELDS, DistillConfig, effective
 
 # The fields that decide the batches: members of one pass must agree on them.
 PASS_FIELDS = ("target_domain", "seed", "image_size", "batch_size", "balance", "workers", "device", "threads")
@@ -90,7 +89,8 @@ def parse_methods(value: str | list | tuple, where: str = "--method") -> list[st
 
 def parse_grid(value) -> list[dict]:
     """A grid: a list of override dicts, given as JSON text, a JSON/YAML file path, or already a list.
-    Unknown keys, keys the group fixes, and negative or non-finite loss weights are one-line errors."""
+    Unknown keys and keys the group fixes are one-line errors; so is a value the config refuses (a negative
+    loss weight, lr 0, ...): each entry is built into a config over the defaults, which checks itself."""
     if isinstance(value, str):
         text = value.strip()
         path = Path(text)
@@ -116,13 +116,10 @@ def parse_grid(value) -> list[dict]:
         if fixed:
             raise UserError(f"grid entry {i}: {', '.join(fixed)} is set by the group (--target-domain / --method), "
                             "not by a grid entry")
-        for key in ("w_kd", "w_ce", "w_dist", "lr", "temperature"):
-            if key in entry:
-                v = entry[key]
-                if key.startswith("w_"):
-                    check_weight(f"grid entry {i}: {key}", v)
-                elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                    raise UserError(f"grid entry {i}: {key} must be a finite number > 0, got {v!r}")
+        try:
+            from_mapping(DistillConfig, entry)
+        except UserError as e:
+            raise UserError(f"grid entry {i}: {e}") from None
     return [dict(entry) for entry in value]
 
 

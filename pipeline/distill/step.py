@@ -10,6 +10,7 @@ share batches (`group`); `run_members` trains members already resolved (a sweep 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ..config import to_dict
 from ..errors import UserError
-from .config import DistillConfig, effective, result_differences, validate
+from .config import DistillConfig, check_run, effective, pin_checkpoint, result_differences
 from .group import GroupMember, members, passes, refuse_legacy
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,17 @@ def _compatible(name: str, store, first, first_name: str) -> None:
                         "embed.seed / embed.views")
 
 
-def _store_for(cfgs: list[DistillConfig], work) -> dict:
-    """Validate every config and open every teacher store they name, before any training starts (one-line
-    errors); returns {store name: StoreReader}."""
+def _runnable(cfgs: list[DistillConfig]) -> list[DistillConfig]:
+    """The configs as they train: each checked as a run (`check_run`), its local weights pinned
+    (`pin_checkpoint`)."""
     for cfg in cfgs:
-        validate(cfg)
+        check_run(cfg)
+    return [pin_checkpoint(cfg) for cfg in cfgs]
+
+
+def _store_for(cfgs: list[DistillConfig], work) -> dict:
+    """Open every teacher store the configs name and check them against the configs, before any training
+    starts (one-line errors); returns {store name: StoreReader}."""
     from .. import layout
     from ..store import verify_store
 
@@ -125,7 +132,7 @@ def _train(runs: list[tuple[DistillConfig, Path]], stores: dict, work, restart_s
 def run(cfg: DistillConfig, work: str | Path, out: str | Path, restart_stale: bool = False) -> dict:
     """Check inputs, skip a finished identical run, else train (resuming from OUT/checkpoints/last.pt). The
     method's weight preset is applied first (`effective`): config.json states the weights it trains with."""
-    cfg = effective(cfg)
+    [cfg] = _runnable([effective(cfg)])
     stores = _store_for([cfg], work)
     return _train([(cfg, Path(out))], stores, work, restart_stale, 0)[0][Path(out)]
 
@@ -146,6 +153,7 @@ def run_members(group: list[GroupMember], work: str | Path, out: str | Path, res
     releases) in OUT are refused with one line (`group.refuse_legacy`)."""
     out = Path(out)
     refuse_legacy(out)
+    group = [dataclasses.replace(m, cfg=cfg) for m, cfg in zip(group, _runnable([m.cfg for m in group]), strict=True)]
     stores = _store_for([m.cfg for m in group], work)
     results, trained = _train([(m.cfg, out / m.name) for m in group], stores, work, restart_stale, max_members)
     return {m.name: (results[out / m.name], out / m.name in trained) for m in group}

@@ -60,17 +60,16 @@ class EmbedConfig:
                                          f"WORK/{layout.store_file()}, NAME -> WORK/{layout.store_file('NAME')} "
                                          "(another teacher of the same shards, for rise-mix)")
 
-
-def _check(cfg: EmbedConfig) -> None:
-    layout.check_store_name(cfg.store)  # a bad store name is a one-line error before the teacher loads
-    if cfg.views < 0:
-        raise UserError(f"views must be >= 0, got {cfg.views}")
-    if cfg.batch_size < 1:
-        raise UserError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if not cfg.templates or any(t.count("{}") != 1 for t in cfg.templates):
-        raise UserError("templates: give at least one, each with exactly one {} for the class name")
-    if not 0 < cfg.audit_threshold <= 1:
-        raise UserError(f"audit_threshold must be in (0, 1], got {cfg.audit_threshold}")
+    def __post_init__(self) -> None:
+        layout.check_store_name(self.store)  # a bad store name is a one-line error before the teacher loads
+        if self.views < 0:
+            raise UserError(f"views must be >= 0, got {self.views}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.templates or any(t.count("{}") != 1 for t in self.templates):
+            raise UserError("templates: give at least one, each with exactly one {} for the class name")
+        if not 0 < self.audit_threshold <= 1:
+            raise UserError(f"audit_threshold must be in (0, 1], got {self.audit_threshold}")
 
 
 def _loader_workers(cfg: EmbedConfig) -> int:
@@ -127,7 +126,6 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
     from .audit import audit
     from .parts import SMALL_ARRAYS, EmbedSpec, embed_shards, get_teacher, load_part
 
-    _check(cfg)
     work = Path(work)
     report_path, audit_path = layout.teacher_report(work, cfg.store), layout.audit(work, cfg.store)
     index = load_index(work)

@@ -35,7 +35,7 @@ class ShardConfig:
     workers: int = field(0, "Local dask worker processes; 1 runs in-process, 0 = one per core (in-process under 1000 files).")
     class_map: dict = field({}, "Rename class folders before they are merged, e.g. {'Dog': 'dog'}.", cli=False)
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.shard_size < 1:
@@ -59,7 +59,6 @@ def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: st
 
     `expected_domains` (the domains later stages will hold out) must all be in the data: checked right
     after the scan, so a misspelt domain fails here in seconds instead of at distill, after the embed step."""
-    cfg.check()
     work = Path(work)
     if Path(data_root).is_dir() and Path(work).resolve().is_relative_to(Path(data_root).resolve()):
         raise UserError(f"--out {work} is inside the data root {data_root}; its files would be scanned as data")

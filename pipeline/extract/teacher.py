@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..demo.models import register_project_models
 from ..devices import resolve_device
 from ..errors import UserError
 from ..hub import hub_weights, open_clip_files
+from .project_models import register_project_models
 
 RANDOM = "random"
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}

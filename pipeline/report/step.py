@@ -1,7 +1,8 @@
 """The report step: distill runs -> results.md / results.csv / results.png / metrics.json / epochs.csv.
 
 Reading runs (`runs`), selection (`selection`), aggregation (`statistics`) and rendering (`render`,
-`figure`) live beside it; this module checks the config, picks the runs and writes the five files atomically.
+`figure`) live beside it; this module declares the config (which checks itself), picks the runs and writes
+the five files atomically.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class ReportConfig:
     decimals: int = field(1, "Digits after the decimal point in the Markdown table.")
     methods: list[str] = field([], "Row order of the methods; methods not listed follow, sorted by name.")
     teacher_row: bool = field(True, "Add the teacher's zero-shot accuracy as a reference row.")
+
+    def __post_init__(self) -> None:
+        if self.decimals < 0:
+            raise UserError(f"report.decimals must be >= 0, got {self.decimals}")
 
 
 def _stale(run_dir: Path, expected: dict) -> str | None:
@@ -63,8 +68,6 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: dict[str, dict] |
     which adds the learning check (`learning`: did each selected run fit its source domains?). `base`: run
     paths are shown relative to it (the params file's folder, where DVC runs), so the files do not depend
     on the folder the command ran from."""
-    if cfg.decimals < 0:
-        raise UserError(f"report.decimals must be >= 0, got {cfg.decimals}")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out must be a folder: {out} is a file")
     found = find_runs(paths, exclude=[out])

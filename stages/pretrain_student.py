@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import load_section, read_params
-from pipeline.demo.student import StudentPretrainConfig
+from pipeline.demo.pretrain_student import StudentPretrainConfig
 from pipeline.demo.world import WorldConfig
 from stages.options import config_options, overrides_for, params_option
 

@@ -20,10 +20,10 @@ import torch
 
 from ..config import field
 from ..errors import UserError
+from ..extract.project_models import register_project_models
 from ..io import write_torch
 from . import world
 from .batch_augment import BatchAugment, augment
-from .models import register_project_models
 from .schedules import warmup_cosine
 
 # Zero-shot prompts in the world's own caption styles (the way CLIP's templates echo web captions).

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import load_section, read_params
-from pipeline.demo.teacher import PretrainConfig
+from pipeline.demo.pretrain_teacher import PretrainConfig
 from pipeline.demo.world import WorldConfig
 from stages.options import config_options, overrides_for, params_option
 
