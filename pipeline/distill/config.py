@@ -39,7 +39,8 @@ class DistillConfig:
     student: str = field("resnetv2_50x1_bit.goog_in21k_ft_in1k", "timm model name of the student backbone.")
     pretrained: bool = field(True, "Start the backbone from pretrained weights: timm's ImageNet weights (the HF hub, "
                                    "or offline its local cache with HF_HUB_OFFLINE=1), or the checkpoint file when "
-                                   "one is given.")
+                                   "one is given; --from-scratch: random initialisation.",
+                             flag="--from-pretrained/--from-scratch")
     checkpoint: str = field("", "Local weights file for the backbone (a timm state_dict: .pth, .bin or "
                                 ".safetensors), loaded through timm instead of the hub's weights when pretrained "
                                 "is true. Empty: timm's own weights.")
