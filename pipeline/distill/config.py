@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import field
-from ..devices import DEVICES
+from ..devices import DEVICES, ONE_PER_CORE, ONE_PER_CORE_HELP
 from ..errors import UserError
 from ..io import sha256_file
 
@@ -73,8 +73,9 @@ class DistillConfig:
     val_average: str = field("mean", "Source validation accuracy used for selection: mean over the source domains "
                                      "(DomainBed) or pooled over all their validation images (RISE's reference).",
                              choices=VAL_AVERAGES)
-    workers: int = field(2, "DataLoader worker processes decoding planned batches (speed only: any count gives "
-                            "the same batches and result).")
+    workers: int = field(ONE_PER_CORE, "DataLoader worker processes decoding planned batches (speed only: any count "
+                                       f"gives the same batches and result; 0: in the training process, "
+                                       f"{ONE_PER_CORE_HELP}).")
     device: str = field("auto", "Where the student trains (bf16 autocast on cuda).", choices=DEVICES)
     threads: int = field(0, "torch CPU threads of the training process (0: torch's default, one per core). Speed "
                             "only, like workers and device (float rounding may differ in the last bits). On a few "
@@ -186,7 +187,7 @@ def validate(cfg: DistillConfig) -> None:
         check_weight(name, getattr(cfg, name))
     checks = [("epochs", cfg.epochs >= 1), ("batch_size", cfg.batch_size >= 2), ("image_size", cfg.image_size >= 16),
               ("lr", cfg.lr > 0 and math.isfinite(cfg.lr)), ("temperature", cfg.temperature > 0),
-              ("workers", cfg.workers >= 0), ("threads", cfg.threads >= 0),
+              ("workers", cfg.workers >= ONE_PER_CORE), ("threads", cfg.threads >= 0),
               ("lr_decay_at", 0 < cfg.lr_decay_at <= 1)]
     for name, ok in checks:
         if not ok:
