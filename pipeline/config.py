@@ -25,12 +25,15 @@ from .errors import UserError
 T = TypeVar("T")
 
 
-def field(default: Any, help: str, *, choices: tuple | None = None, cli: bool = True) -> Any:  # noqa: A002
+def field(default: Any, help: str, *, choices: tuple | None = None, cli: bool = True,  # noqa: A002
+          flag: str | None = None) -> Any:
     """A dataclass field with its default, a one-line explanation and, optionally, the allowed values.
 
     `cli=False` keeps a field out of the generated command-line flags (mappings such as `class_map` are
-    set in params.yaml only); it is still validated there and documented."""
-    metadata = {"help": help, "choices": tuple(choices) if choices else None, "cli": cli}
+    set in params.yaml only); it is still validated there and documented. `flag` names the flag when the
+    key's own spelling would mean something else on the command line (`--ON/--OFF` for a switch); the key's
+    spelling then stays accepted, unlisted, because DVC's dict unpacking writes it."""
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "cli": cli, "flag": flag}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

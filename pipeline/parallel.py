@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import UserError
 from .progress import progress
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 @contextlib.contextmanager

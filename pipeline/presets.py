@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .devices import ONE_PER_CORE
 from .errors import UserError
 from .extract import sources
 from .extract.prompts import PHOTO_ANCHORS, RISE_TEMPLATES, readable
@@ -217,7 +218,7 @@ def dataset_overlay(name: str, data_root: str, plan: DomainPlan | None = None, t
         "distill": {"student": student, "pretrained": True, "checkpoint": "", "checkpoint_sha256": "",
                     "image_size": 224, "epochs": 20, "batch_size": 128, "lr": d.lr, "mix_lrs": [d.lr, d.mix_lr], "momentum": 0.9,
                     "weight_decay": 5e-4, "lr_decay_at": 0.8, "lr_gamma": 0.1, "text_ensemble": d.text_ensemble,
-                    "workers": 8},
+                    "workers": ONE_PER_CORE},
         "sweep": {"domains": list(plan.domains), "methods": ["erm", "kd", "rise"], "seeds": [0, 1, 2],
                   "grid": copy.deepcopy(GRIDS[name])},
     }

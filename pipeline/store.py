@@ -244,5 +244,5 @@ def verify_store(work: str | os.PathLike, name: str = DEFAULT_STORE) -> StoreRea
     stored = reader.attrs.get("shard_set_sha256")
     if stored != current:
         raise UserError(f"{reader.path} was built from a different shard set (store {str(stored)[:12]}, shards "
-                        f"{current[:12]}); rerun `rise-pipeline extract --steps embed --out {work}`")
+                        f"{current[:12]}); rerun `rise-pipeline extract --steps embed --work {work}`")
     return reader

@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from . import layout
 from .config import to_dict
+from .devices import worker_count
 from .distill.config import result_differences
 from .distill.group import GroupMember, refuse_legacy
 from .errors import UserError
@@ -131,9 +132,9 @@ def check_inputs(group: Group, where: str) -> None:
         raise UserError(f"cannot read the store {store} on {where} ({shared})")
     if not group.out.parent.is_dir():
         raise UserError(f"cannot see the runs folder {group.out.parent} on {where} ({shared})")
-    workers = max(m.cfg.workers for m in group.members)
-    if workers > 0 and multiprocessing.current_process().daemon:
-        raise UserError(f"distill.workers={workers} needs DataLoader processes, but the dask worker {where} "
+    loaders = [m.cfg.workers for m in group.members if worker_count(m.cfg.workers) > 0]
+    if loaders and multiprocessing.current_process().daemon:
+        raise UserError(f"distill.workers={loaders[0]} needs DataLoader processes, but the dask worker {where} "
                         "is a daemon process: start workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
                         "(or set distill.workers: 0)")
 

@@ -31,19 +31,47 @@ COMMANDS = {
 }
 
 
+# How `--help` lists them: the real commands in the order a project uses them, then the demo's own stages
+# (the embedded demo world and its small teacher and student), which a real dataset never needs.
+REAL_COMMANDS = ("extract", "distill", "report", "sweep", "preset", "export", "predict", "evaluate")
+DEMO_COMMANDS = ("world", "pretrain-teacher", "pretrain-student")
+VERBOSITY = "rise-pipeline.verbosity"  # ctx.meta key: -v minus -q, given before or after the command
+
+
+def _add_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    """-v / -q given after the command: added to those given before it (the group has set up logging by then)."""
+    if value:
+        ctx.meta[VERBOSITY] = ctx.meta.get(VERBOSITY, 0) + (value if param.name == "verbose" else -value)
+        configure_logging(ctx.meta[VERBOSITY])
+
+
+def _verbosity_options(command: click.Command) -> click.Command:
+    """Let COMMAND (and a group's subcommands) take the global -v / -q too, unlisted: the top-level help
+    lists them once."""
+    names = {n for p in command.params for n in getattr(p, "opts", ())}
+    if "--verbose" not in names:
+        command.params += [click.Option([flag, name], count=True, expose_value=False, hidden=True,
+                                        callback=_add_verbosity)
+                           for flag, name in (("-v", "--verbose"), ("-q", "--quiet"))]
+    for sub in getattr(command, "commands", {}).values():
+        _verbosity_options(sub)
+    return command
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return [*REAL_COMMANDS, *DEMO_COMMANDS]
 
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        return _verbosity_options(getattr(importlib.import_module(module), attr))
 
     def format_commands(self, ctx, formatter):
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, COMMANDS[name][2]) for name in self.list_commands(ctx)])
+        for title, names in (("Commands", REAL_COMMANDS), ("Demo commands", DEMO_COMMANDS)):
+            with formatter.section(title):
+                formatter.write_dl([(name, COMMANDS[name][2]) for name in names])
 
 
 class _StderrHandler(logging.Handler):
@@ -73,18 +101,24 @@ def configure_logging(verbosity: int) -> None:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="rise-pipeline")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr (debug messages).")
-@click.option("-q", "--quiet", count=True, help="Only warnings and errors on stderr.")
-def cli(verbose, quiet):
+@click.option("-v", "--verbose", count=True,
+              help="More detail on stderr (debug messages); also accepted after the command.")
+@click.option("-q", "--quiet", count=True, help="Only warnings and errors on stderr; also accepted after the command.")
+@click.pass_context
+def cli(ctx, verbose, quiet):
     """Distil a CLIP teacher into small domain-generalising students (RISE), teacher run once.
 
     \b
     Typical order:
+      rise-pipeline preset    point params.yaml at a real dataset (the demo world needs none)
       rise-pipeline extract   shard a dataset and cache the teacher's embeddings (once)
       rise-pipeline distill   train one student from the cache (many times, cheaply)
+      rise-pipeline sweep     or: train the whole sweep (held-out domains x seeds) on dask
       rise-pipeline report    turn runs into the paper-style table
+      rise-pipeline export    a run's student as a plain timm model (then predict, evaluate)
     `dvc repro` runs the whole chain from params.yaml (see README).
     """
+    ctx.meta[VERBOSITY] = verbose - quiet
     configure_logging(verbose - quiet)
 
 

@@ -10,7 +10,7 @@ from pipeline.config import load_section, read_params
 from pipeline.errors import UserError
 from pipeline.extract.embed_step import EmbedConfig
 from pipeline.extract.shard_step import ShardConfig
-from stages.options import config_options, overrides_for, params_option
+from stages.options import aliased_option, config_options, overrides_for, params_option
 
 STEPS = ("shard", "embed")
 
@@ -38,8 +38,8 @@ def _sweep_domains(params: dict) -> list[str] | None:
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Dataset: a DomainBed-style folder DATA/<domain>/<class>/<image>, or an index file "
                    "(.csv or .jsonl with columns path, domain, class). Needed by the shard step.")
-@click.option("--out", "work", type=click.Path(path_type=Path), required=True,
-              help="Work folder: shards/, manifest, embeddings.h5 and reports are written here.")
+@aliased_option("--work", "work", aliases=("--out",), type=click.Path(path_type=Path), required=True,
+                help="Work folder: shards/, manifest, embeddings.h5 and reports are written here.")
 @click.option("--steps", default="shard,embed", show_default=True, help="Comma-separated steps to run.")
 @params_option
 @config_options(ShardConfig, EmbedConfig)

@@ -11,7 +11,9 @@ section or, failing that, from the dataclass default. A flag always wins.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable
 
@@ -25,6 +27,12 @@ PARAMS_HELP = ("params.yaml to read this command's section(s) from. Its values r
 
 def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def field_flag(f: dataclasses.Field) -> str:
+    """The flag a field is listed under: its own `flag` (distill's `--from-pretrained/--from-scratch`), else
+    its key spelled with dashes."""
+    return f.metadata.get("flag") or flag_name(f.name)
 
 
 def _base_type(annotation):
@@ -48,6 +56,38 @@ def _show(value) -> str:
 def _section_of(cls: type) -> str:
     """The label a shared option uses for one of its classes: `ShardConfig` -> "shard"."""
     return cls.__name__.removesuffix("Config").lower()
+
+
+class AliasedOption(click.Option):
+    """An option with old spellings (`aliases`) that still parse but are left out of `--help` and of error
+    messages, so each concept shows one name."""
+
+    def __init__(self, param_decls, *, aliases: tuple[str, ...] = (), **attrs):
+        super().__init__(param_decls, **attrs)
+        self.aliases = {n for decl in aliases for n in decl.split("/")}
+
+    @contextlib.contextmanager
+    def _shown_names(self):
+        names = self.opts, self.secondary_opts
+        self.opts = [o for o in self.opts if o not in self.aliases]
+        self.secondary_opts = [o for o in self.secondary_opts if o not in self.aliases]
+        try:
+            yield
+        finally:
+            self.opts, self.secondary_opts = names
+
+    def get_help_spec(self, ctx):
+        with self._shown_names():
+            return super().get_help_spec(ctx)
+
+    def get_error_hint(self, ctx):
+        with self._shown_names():
+            return super().get_error_hint(ctx)
+
+
+def aliased_option(*param_decls: str, aliases: tuple[str, ...], **attrs) -> Callable:
+    """`click.option(*param_decls, ...)` that also accepts the old spellings `aliases`, unlisted."""
+    return click.option(*param_decls, *aliases, cls=AliasedOption, aliases=aliases, **attrs)
 
 
 def _option(name: str, owners: list[tuple[type, dataclasses.Field, object]], many: bool = False) -> Callable:
@@ -74,21 +114,27 @@ def _option(name: str, owners: list[tuple[type, dataclasses.Field, object]], man
         metavar = f"[{'|'.join(map(str, choices))}][,...]" if choices else "VALUE[,...]"
         choices = None
     text = f"{text} [default: {shown}]"
-    names = [flag_name(name)]
+    decls = [flag_name(name)]
     if "_" in name:
-        names.append("--" + name)  # DVC's dict unpacking writes `--w_kd 0.9`
+        decls.append("--" + name)  # DVC's dict unpacking writes `--w_kd 0.9`
     if base is bool:
         # DVC writes a true boolean as `--text_ensemble` (and, with parsing.bool: boolean_optional, a false one
         # as `--no-text_ensemble`), so the underscore spelling is accepted here too.
-        decls = [f"{n}/--no-{n[2:]}" for n in names]
-        return click.option(*decls, name, default=None, help=text)
+        decls = [f"{n}/--no-{n[2:]}" for n in decls]
+    if f.metadata.get("flag"):  # the key's spellings stay accepted, unlisted: DVC's dict unpacking writes them
+        option = functools.partial(aliased_option, field_flag(f), name, aliases=tuple(decls))
+    else:
+        option = functools.partial(click.option, *decls, name)
+    option = functools.partial(option, default=None, help=text)
+    if base is bool:
+        return option()
     if choices:
         kind = click.Choice([str(c) for c in choices])
     elif base is list:
         kind = str
     else:
         kind = {int: int, float: float, str: str}.get(base, str)
-    return click.option(*names, name, type=kind, default=None, help=text, metavar=metavar)
+    return option(type=kind, metavar=metavar)
 
 
 def config_options(*classes: type, many: tuple[str, ...] = ()) -> Callable:

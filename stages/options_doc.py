@@ -10,7 +10,7 @@ import json
 import typing
 
 from pipeline.config import default_of
-from stages.options import flag_name
+from stages.options import field_flag, flag_name
 
 # The command that reads each section, and who else reads it.
 COMMAND_OF = {"world": "world", "teacher": "pretrain-teacher", "student": "pretrain-student", "shard": "extract",
@@ -83,9 +83,9 @@ def options_markdown() -> str:
             if not f.metadata.get("cli", True):
                 flag = "params.yaml only"
             elif typing.get_origin(hints[f.name]) is list:
-                flag = f"`{flag_name(f.name)}` (comma-separated)"
+                flag = f"`{field_flag(f)}` (comma-separated)"
             else:
-                flag = f"`{flag_name(f.name)}`"
+                flag = f"`{field_flag(f)}`"
             default = json.dumps(default_of(f))
             text = f.metadata.get("help", "").replace("|", "\\|")
             choices = f.metadata.get("choices")

@@ -15,6 +15,7 @@ import click
 from pipeline import io as pio
 from pipeline.errors import UserError
 from pipeline.presets import DATASETS, apply_overlay, dataset_overlay, plan_domains
+from stages.options import aliased_option
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -24,9 +25,10 @@ from pipeline.presets import DATASETS, apply_overlay, dataset_overlay, plan_doma
                    "(path, domain, class). Its domain spellings become sweep.domains.")
 @click.option("--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"),
               show_default=True, help="params.yaml to update in place (atomically; comments kept).")
-@click.option("--teacher", default="ViT-B-16-quickgelu", show_default=True,
-              help="open_clip teacher model (RISE: OpenAI's ViT-B/16, which needs the -quickgelu config).")
-@click.option("--pretrained", default="openai", show_default=True, help="Teacher weights (tag or checkpoint path).")
+@aliased_option("--model", "teacher", aliases=("--teacher",), default="ViT-B-16-quickgelu", show_default=True,
+                help="open_clip teacher model, as extract's --model (RISE: OpenAI's ViT-B/16, which needs the "
+                     "-quickgelu config).")
+@click.option("--pretrained", default="openai", show_default=True, help="Teacher weights, as extract's --pretrained (tag or checkpoint path).")
 @click.option("--student", default="resnetv2_50x1_bit.goog_in21k_ft_in1k", show_default=True,
               help="timm student (RISE's default; resnet50 / resnet18 are DomainBed's usual students).")
 def preset(name, data_root, params_path, teacher, pretrained, student):

@@ -102,10 +102,10 @@ def test_student_without_hub_is_one_line(unreachable, tmp_path, monkeypatch, cli
             "test_resnet", "--pretrained", "--epochs", "1", "--workers", "0", "--device", "cpu", "--out",
             str(tmp_path / "run")]
     _one_error_line(cli(*args, env=os.environ, timeout=TIMEOUT), "student 'test_resnet'",
-                    "cannot reach the Hugging Face hub", "HF_HUB_OFFLINE=1", "--no-pretrained")
+                    "cannot reach the Hugging Face hub", "HF_HUB_OFFLINE=1", "--from-scratch")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _one_error_line(cli(*args, env=os.environ, timeout=TIMEOUT), "HF_HUB_OFFLINE is set", "timm/test_resnet",
-                    "--no-pretrained")
+                    "--from-scratch")
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 

@@ -39,7 +39,7 @@ COMMANDS = {
 }
 # Options a command declares itself (paths, step choice...): not config fields, so not in params.yaml.
 OWN_OPTIONS = {
-    "extract": {"--data-root", "--out", "--steps", "--params", "--scheduler", "-h"},
+    "extract": {"--data-root", "--work", "--steps", "--params", "--scheduler", "-h"},
     "distill": {"--work", "--out", "--params", "--grid", "--sweep", "--max-members", "--restart-stale", "-h"},
     "report": {"--out", "--params", "--sweep-only", "--work", "-h"},
     "world": {"--out", "--params", "--captions", "--grid", "-h"},
@@ -63,6 +63,11 @@ def _shown(value) -> str:
     return str(value)
 
 
+def _listed_flag(f: dataclasses.Field) -> str:
+    """The flag `--help` lists a field under: its `flag` metadata (`--ON/--OFF` for a switch), else its key."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
 def _cli_fields(command: str) -> dict[str, list[tuple[str, dataclasses.Field, type]]]:
     """flag name -> [(section, field, annotation)] of every field with cli=True metadata."""
     out: dict[str, list] = {}
@@ -70,7 +75,7 @@ def _cli_fields(command: str) -> dict[str, list[tuple[str, dataclasses.Field, ty
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.metadata.get("cli", True):
-                out.setdefault("--" + f.name.replace("_", "-"), []).append((section, f, hints[f.name]))
+                out.setdefault(_listed_flag(f).split("/")[0], []).append((section, f, hints[f.name]))
     return out
 
 
@@ -103,12 +108,15 @@ def test_help_shows_every_cli_field_with_its_dataclass_default(command):
         assert record.endswith(f"[default: {expected}]"), record
         name = owners[0][1].name
         tokens = {t.rstrip(",") for t in record.split()}
-        if "_" in name:
-            assert f"--{name}" in tokens, record  # DVC's dict unpacking writes the key as it is
-        if owners[0][2] is bool:
+        if owners[0][1].metadata.get("flag"):  # its own flag, listed alone; the key's spellings are unlisted aliases
+            assert record.startswith(owners[0][1].metadata["flag"].replace("/", " / ") + " "), record
+            assert f"--{name}" not in tokens and f"--no-{name}" not in tokens, record
+        elif owners[0][2] is bool:
             assert f"--no-{flag[2:]}" in tokens, record
             if "_" in name:
                 assert f"--no-{name}" in tokens, record
+        if "_" in name and not owners[0][1].metadata.get("flag"):
+            assert f"--{name}" in tokens, record  # DVC's dict unpacking writes the key as it is
         for (section, f, _) in owners:
             first_words = f.metadata["help"].rstrip(".")[:30]
             assert first_words in record, (section, record)
@@ -130,7 +138,7 @@ def test_options_doc_covers_every_section_and_key():
     for section, cls in sections():
         assert f"## `{section}`" in text
         for f in dataclasses.fields(cls):
-            flag = "params.yaml only" if not f.metadata.get("cli", True) else f"`--{f.name.replace('_', '-')}`"
+            flag = "params.yaml only" if not f.metadata.get("cli", True) else f"`{_listed_flag(f)}`"
             assert f"| `{f.name}` | {flag}" in text, (section, f.name)
 
 

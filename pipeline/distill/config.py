@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import field
-from ..devices import DEVICES
+from ..devices import DEVICES, ONE_PER_CORE, ONE_PER_CORE_HELP
 from ..errors import UserError
 from ..io import sha256_file
 
@@ -45,7 +45,8 @@ class DistillConfig:
     student: str = field("resnetv2_50x1_bit.goog_in21k_ft_in1k", "timm model name of the student backbone.")
     pretrained: bool = field(True, "Start the backbone from pretrained weights: timm's ImageNet weights (the HF hub, "
                                    "or offline its local cache with HF_HUB_OFFLINE=1), or the checkpoint file when "
-                                   "one is given.")
+                                   "one is given; --from-scratch: random initialisation.",
+                             flag="--from-pretrained/--from-scratch")
     checkpoint: str = field("", "Local weights file for the backbone (a timm state_dict: .pth, .bin or "
                                 ".safetensors), loaded through timm instead of the hub's weights when pretrained "
                                 "is true. Empty: timm's own weights.")
@@ -78,8 +79,9 @@ class DistillConfig:
     val_average: str = field("mean", "Source validation accuracy used for selection: mean over the source domains "
                                      "(DomainBed) or pooled over all their validation images (RISE's reference).",
                              choices=VAL_AVERAGES)
-    workers: int = field(2, "DataLoader worker processes decoding planned batches (speed only: any count gives "
-                            "the same batches and result).")
+    workers: int = field(ONE_PER_CORE, "DataLoader worker processes decoding planned batches (speed only: any count "
+                                       f"gives the same batches and result; 0: in the training process, "
+                                       f"{ONE_PER_CORE_HELP}).")
     device: str = field("auto", "Where the student trains (bf16 autocast on cuda).", choices=DEVICES)
     threads: int = field(0, "torch CPU threads of the training process (0: torch's default, one per core). Speed "
                             "only, like workers and device (float rounding may differ in the last bits). On a few "
@@ -93,7 +95,8 @@ class DistillConfig:
                                ("image_size", ">= 16", lambda v: v >= 16),
                                ("lr", "a finite number > 0", _finite_positive),
                                ("temperature", "a finite number > 0", _finite_positive),
-                               ("workers", ">= 0", lambda v: v >= 0), ("threads", ">= 0", lambda v: v >= 0),
+                               ("workers", f">= {ONE_PER_CORE} ({ONE_PER_CORE_HELP})",
+                                lambda v: v >= ONE_PER_CORE), ("threads", ">= 0", lambda v: v >= 0),
                                ("lr_decay_at", "in (0, 1]", lambda v: 0 < v <= 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):

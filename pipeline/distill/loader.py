@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..devices import worker_count
 from ..errors import BadSample, UserError
 from ..images import decode_rgb
 from ..shards import Location, ShardReader, sample_locations
@@ -111,8 +112,8 @@ def collate_present(items: list):
 
 def planned_loader(dataset: StoreImages, batches: Sequence[np.ndarray], workers: int) -> DataLoader:
     """A DataLoader that yields exactly `batches` (lists of store rows), in order, with `workers` processes
-    decoding whole batches in parallel."""
-    return DataLoader(dataset, batch_sampler=[np.asarray(b) for b in batches], num_workers=workers,
+    decoding whole batches in parallel (`worker_count`: -1 is one per core)."""
+    return DataLoader(dataset, batch_sampler=[np.asarray(b) for b in batches], num_workers=worker_count(workers),
                       collate_fn=collate_present, pin_memory=False, persistent_workers=False,
                       generator=torch.Generator().manual_seed(0))
 

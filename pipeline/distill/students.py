@@ -25,7 +25,7 @@ from ..hub import hub_weights, timm_files
 
 # The reference's initialisation of the new linear layers (timm/models/resnetv2.py, `_init_weights`).
 PROJECTOR_STD = 0.01
-_NO_HUB = "train from scratch with --no-pretrained (distill.pretrained: false)"
+_NO_HUB = "train from scratch with --from-scratch (distill.pretrained: false)"
 
 
 def check_student_name(name: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from .. import __version__, layout
 from ..augment import PARAM_COLUMNS, AugmentConfig
 from ..config import field, to_dict
-from ..devices import DEVICES, PRECISION_NAMES
+from ..devices import DEVICES, ONE_PER_CORE, ONE_PER_CORE_HELP, PRECISION_NAMES, worker_count
 from ..errors import UserError
 from ..io import write_json
 from ..store import SCHEMA_VERSION, SPLITS, ImageChunk, StoreReader, write_store
@@ -44,7 +44,8 @@ class EmbedConfig:
     batch_size: int = field(256, "images per teacher forward pass")
     precision: str = field("bf16", "autocast precision on GPU (the CPU always runs fp32)", choices=PRECISION_NAMES)
     device: str = field("auto", "where the teacher runs", choices=DEVICES)
-    workers: int = field(-1, "DataLoader worker processes that decode and augment (-1: one per core, max 8)")
+    workers: int = field(ONE_PER_CORE, f"DataLoader worker processes that decode and augment (0: in this process, "
+                                       f"{ONE_PER_CORE_HELP})")
     seed: int = field(0, "seed of the augmented views (per sample: hash of seed and key)")
     dtype: str = field("float16", "embedding dtype in the store", choices=("float16", "float32"))
     templates: list[str] = field(list(RISE_TEMPLATES), "class prompt templates, each with one {}", cli=False)
@@ -66,14 +67,12 @@ class EmbedConfig:
             raise UserError(f"views must be >= 0, got {self.views}")
         if self.batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < ONE_PER_CORE:
+            raise UserError(f"workers must be >= {ONE_PER_CORE} ({ONE_PER_CORE_HELP}), got {self.workers}")
         if not self.templates or any(t.count("{}") != 1 for t in self.templates):
             raise UserError("templates: give at least one, each with exactly one {} for the class name")
         if not 0 < self.audit_threshold <= 1:
             raise UserError(f"audit_threshold must be in (0, 1], got {self.audit_threshold}")
-
-
-def _loader_workers(cfg: EmbedConfig) -> int:
-    return min(8, os.cpu_count() or 1) if cfg.workers < 0 else cfg.workers
 
 
 def _task_workers(device: str) -> int:
@@ -132,7 +131,7 @@ def run(cfg: EmbedConfig, work: str | os.PathLike, scheduler: str | None = None)
     classes, domains = list(index["classes"]), list(index["domains"])
     spec = EmbedSpec(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, precision=cfg.precision,
                      views=cfg.views, seed=cfg.seed, batch_size=cfg.batch_size,
-                     loader_workers=_loader_workers(cfg), dtype=cfg.dtype, augment=AugmentConfig(),
+                     loader_workers=worker_count(cfg.workers), dtype=cfg.dtype, augment=AugmentConfig(),
                      max_pixels=decode_limit(index))
     teacher = get_teacher(spec)
     fp = spec.fingerprint(teacher)

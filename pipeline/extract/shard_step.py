@@ -14,15 +14,16 @@ from pathlib import Path
 
 from .. import layout, shards
 from ..config import field, to_dict
+from ..devices import ONE_PER_CORE, ONE_PER_CORE_HELP, worker_count
 from ..errors import UserError
 from ..images import MAX_PIXELS
 from ..io import write_json
-from ..parallel import dask_client, default_workers, run_tasks
+from ..parallel import dask_client, run_tasks
 from . import manifest, probe, sources, writer
 
 log = logging.getLogger(__name__)
 PROBE_BATCH = 64            # files per probe task: large enough to amortise dask's per-task cost
-INLINE_BELOW = 1000         # with workers=0 (auto), smaller datasets run in-process (no cluster start-up)
+INLINE_BELOW = 1000         # with workers=-1 (one per core), smaller datasets run in-process (no cluster start-up)
 
 
 @dataclass
@@ -32,7 +33,8 @@ class ShardConfig:
     shard_size: int = field(1000, "Most samples per shard tar (boundaries are content-defined; see docs/shard.md).")
     max_side: int = field(0, "Re-encode images whose longer side exceeds this many pixels; 0 keeps originals.")
     max_pixels: int = field(MAX_PIXELS, "Images with more pixels are skipped as decompression bombs.")
-    workers: int = field(0, "Local dask worker processes; 1 runs in-process, 0 = one per core (in-process under 1000 files).")
+    workers: int = field(ONE_PER_CORE, f"Local dask worker processes; 0 or 1: in this process, {ONE_PER_CORE_HELP} "
+                                       f"(in this process under {INLINE_BELOW} files).")
     class_map: dict = field({}, "Rename class folders before they are merged, e.g. {'Dog': 'dog'}.", cli=False)
 
     def __post_init__(self) -> None:
@@ -40,17 +42,17 @@ class ShardConfig:
             raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.shard_size < 1:
             raise UserError(f"shard_size must be >= 1, got {self.shard_size}")
-        if self.max_side < 0 or self.max_pixels < 1 or self.workers < 0:
-            raise UserError("max_side must be >= 0, max_pixels >= 1 and workers >= 0")
+        if self.max_side < 0 or self.max_pixels < 1 or self.workers < ONE_PER_CORE:
+            raise UserError(f"max_side must be >= 0, max_pixels >= 1 and workers >= {ONE_PER_CORE}")
         bad = {k: v for k, v in self.class_map.items() if not isinstance(v, str) or not v.strip()}
         if bad:
             raise UserError(f"class_map values must be class names, got {bad}")
 
 
 def _workers(cfg: ShardConfig, n_files: int) -> int:
-    if cfg.workers:
+    if cfg.workers != ONE_PER_CORE:
         return cfg.workers
-    return 1 if n_files < INLINE_BELOW else default_workers()
+    return 1 if n_files < INLINE_BELOW else worker_count(ONE_PER_CORE)
 
 
 def run(cfg: ShardConfig, data_root: str | Path, work: str | Path, scheduler: str | None = None,
