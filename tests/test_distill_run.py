@@ -15,23 +15,17 @@ import torch
 from conftest import killed_in_epoch_2
 
 from pipeline.distill.checkpoints import BEST_KEYS, FORMAT, LAST_KEYS, read_checkpoint
-from pipeline.distill.step import DistillConfig, run
+from pipeline.distill.step import run
 from pipeline.distill.trainer import EPOCH_COLUMNS
 from pipeline.errors import UserError
 from pipeline.store import verify_store
 from tests.distill_fixtures import DOMAINS
+from tests.distill_fixtures import distill_config as _cfg
 
 TARGET = DOMAINS[0]
 METRIC_KEYS = {"status", "method", "target_domain", "seed", "student", "weights", "temperature", "lr", "epochs",
                "selected_epoch", "source_val_acc", "target_acc", "per_domain_acc", "teacher_target_acc",
                "text_ensemble", "config", "store", "anchors_used"}
-
-
-def _cfg(**kw) -> DistillConfig:
-    base = dict(target_domain=TARGET, student="test_resnet", pretrained=False, epochs=2, image_size=32,
-                batch_size=8, workers=0, device="cpu")
-    base.update(kw)
-    return DistillConfig(**base)
 
 
 @pytest.fixture(scope="module")
