@@ -7,9 +7,9 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO as ROOT
 from conftest import killed_in_epoch_2
 
 import pipeline.distill.trainer as trainer_module
@@ -20,7 +20,6 @@ from pipeline.errors import UserError
 from tests.distill_fixtures import DOMAINS, shared_work
 from tests.distill_fixtures import distill_config as _base
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET = DOMAINS[0]
 GRID = [{}, {"w_dist": 2.0, "lr": 0.02}]
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 from scipy import stats
+from test_report import _cli, write_run
 
 from pipeline.report import learning, verdicts
 from pipeline.report import tables as lib
 from pipeline.report.step import ReportConfig, run
-from tests.test_report import _cli, write_run
 
 DOMAINS = ["art", "photo"]
 SEEDS = [0, 1, 2]

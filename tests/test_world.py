@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
 from pipeline.demo.world import CLASSES, DOMAINS, WorldConfig, render, sample_grid, write_world
@@ -126,5 +127,5 @@ def test_cli_rejects_bad_input(tmp_path, cli):
 
 
 def test_readme_grid_is_small():
-    grid = Path(__file__).parents[1] / "docs" / "world_samples.png"
+    grid = REPO / "docs" / "world_samples.png"
     assert grid.stat().st_size < 300_000
