@@ -17,6 +17,16 @@ CLASSES = ("dog", "house")
 PER_CELL = 10  # images per domain x class: 60 in all, ~18 train / ~2 val per source domain
 
 
+def distill_config(**overrides):
+    """The DistillConfig the distill tests train with: the tiny `test_resnet` from scratch at 32 px, 2 epochs,
+    batches of 8, no loader processes, on the CPU, DOMAINS[0] held out; `overrides` replace any field."""
+    from pipeline.distill.config import DistillConfig
+
+    base = dict(target_domain=DOMAINS[0], student="test_resnet", pretrained=False, epochs=2, image_size=32,
+                batch_size=8, workers=0, device="cpu")
+    return DistillConfig(**{**base, **overrides})
+
+
 def make_dataset(root: Path, seed: int = 0) -> Path:
     """DomainBed layout root/<domain>/<class>/<n>.png with varied sizes (crop boxes differ per image)."""
     rng = np.random.default_rng(seed)

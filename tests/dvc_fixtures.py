@@ -1,5 +1,5 @@
 """A throw-away git + DVC repository holding this project's dvc.yaml and code, for end-to-end tests that
-drive the real `dvc repro` / `dvc exp run` (tests/test_dvc_pipeline.py, tests/test_demo_pipeline.py)."""
+drive the real `dvc repro` / `dvc exp run` (tests/test_dvc_pipeline.py, tests/demo/test_demo_pipeline.py)."""
 
 from __future__ import annotations
 

@@ -57,11 +57,33 @@ def test_first_repro_runs_every_stage(repo):
     folders = _folders(repo)
     assert sorted(p.name for p in (repo / "data/runs/sketch-0").iterdir()) == sorted(folders.values())
     assert len(folders) == 2 and set(folders) == {("erm", 0.0), ("rise", 1.0)}
-    for name in folders.values():
+    for (method, _), name in folders.items():
         m = json.loads((repo / "data/runs/sketch-0" / name / "metrics.json").read_text())
-        assert m["status"] == "complete" and m["target_domain"] == "sketch"
+        assert (m["status"], m["method"], m["target_domain"], m["epochs"]) == ("complete", method, "sketch", 1)
     assert "| erm" in out and "| rise" in out  # the report's table is printed at the end of dvc repro
-    assert json.loads((repo / "data/report/metrics.json").read_text())
+    assert _numbers(json.loads((repo / "data/report/metrics.json").read_text())) == _expected_report(repo)
+
+
+def _run_metrics(repo) -> dict[str, dict]:
+    """method -> metrics.json of every complete run in group sketch-0 the current plan names."""
+    runs = repo / "data/runs/sketch-0"
+    return {m["method"]: m for m in (json.loads((runs / n / "metrics.json").read_text())
+                                     for n in _folders(repo).values())}
+
+
+def _expected_report(repo) -> dict:
+    """The report's numbers, worked out from the runs: one run per method, so each row's only cell and its
+    average are that run's target accuracy in percent; the teacher's row is its accuracy every run records."""
+    runs = _run_metrics(repo)
+    [teacher] = {m["teacher_target_acc"] for m in runs.values()}
+    rows = {method: m["target_acc"] for method, m in runs.items()} | {"teacher_zero_shot": teacher}
+    return {**{row: {"sketch": round(100 * acc, 4), "avg": round(100 * acc, 4)} for row, acc in rows.items()},
+            "n_runs": {"complete": len(runs), "incomplete": 0, "failed": 0}}
+
+
+def _numbers(metrics: dict) -> dict:
+    """A report's metrics.json without the paired verdicts and the learning check (not per-run numbers)."""
+    return {k: v for k, v in metrics.items() if not k.startswith("vs_") and k != "learning_check"}
 
 
 def test_second_repro_does_nothing(repo):
@@ -138,8 +160,10 @@ def test_exp_run_with_override_shows_its_metrics(repo):
     data = found[0]
     params = data["params"]["params.yaml"]["data"]
     assert params["distill"]["w_dist"] == 2
+    # the experiment's results are left in the workspace: what dvc shows is the report of its runs
+    assert _run_metrics(repo)["rise"]["weights"]["w_dist"] == 2
     metrics = data["metrics"]["data/report/metrics.json"]["data"]
-    assert "rise" in metrics and "erm" in metrics
+    assert _numbers(metrics) == _expected_report(repo)
 
 
 def test_an_extra_teacher_adds_its_embed_stage_and_rise_mix(repo):

@@ -107,9 +107,10 @@ def work():
 
 
 @pytest.fixture(scope="module")
-def reference(work, tmp_path_factory):
-    """The sweep trained in this process (the library call `sweep run` makes without a cluster), with one
-    torch thread like a dask worker's."""
+def reference(work, tmp_path_factory, cli):
+    """(project folder, `_results`, results.md): the sweep trained in this process (the library call `sweep
+    run` makes without a cluster), with one torch thread like a dask worker's, then dvc.yaml's report stage.
+    The report is made here, not left to a test, so every test that compares with it runs on its own."""
     import torch
 
     folder = tmp_path_factory.mktemp("in_process")
@@ -122,11 +123,15 @@ def reference(work, tmp_path_factory):
         torch.set_num_threads(threads)
     assert [(o.key, o.count("done"), o.where, o.error) for o in outcomes] == \
         [("cartoon-0", 2, "in-process", None), ("photo-0", 2, "in-process", None)]
-    return folder, _results(folder)
+    r = cli("report", "--params", params, "--sweep-only", in_process=True)
+    assert r.code == 0, r.err
+    return folder, _results(folder), (folder / "data/report/results.md").read_text()
 
 
 def test_in_process_rerun_skips_complete_members_and_reports(reference, capsys, cli):
-    folder, results = reference
+    folder, results, report = reference
+    for name in ("results.md", "metrics.json"):
+        (folder / "data/report" / name).unlink()  # written again by the rerun, not left from the fixture
     assert set(results) == _members(folder / "params.yaml") and len(results) == 4  # 2 groups x (erm, rise)
     code, out, _ = _inproc(cli, ["sweep", "run", "--params", str(folder / "params.yaml")])
     assert code == 0, out
@@ -137,7 +142,7 @@ def test_in_process_rerun_skips_complete_members_and_reports(reference, capsys, 
     assert table[1].split()[:4] == ["cartoon-0", "0", "2", "0"] and table[1].endswith("in-process")
     assert "| erm |" in out and "| rise |" in out  # the report's table
     assert out.rstrip().splitlines()[-1] == "sweep: 0 done, 4 skipped, 0 failed"
-    assert (folder / "data/report/results.md").is_file() and (folder / "data/report/metrics.json").is_file()
+    assert (folder / "data/report/results.md").read_text() == report  # the report stage's own bytes
     assert _results(folder) == results  # nothing retrained
 
 
@@ -163,14 +168,13 @@ def test_local_cluster_of_worker_processes_gives_the_in_process_results(referenc
         return
     assert out.rstrip().splitlines()[-1] == "sweep: 4 done, 0 skipped, 0 failed"
     report = (tmp_path / "data/report/results.md").read_text()
-    assert report.replace(str(tmp_path), "P") == \
-        (reference[0] / "data/report/results.md").read_text().replace(str(reference[0]), "P")
+    assert report.replace(str(tmp_path), "P") == reference[2].replace(str(reference[0]), "P")
 
 
 def test_distill_sweep_without_a_target_domain_runs_every_group(reference, cli):
     """dvc.yaml's distill stage: every group of the plan (here sweep.jobs 1: in this process, one after
     another); complete students are skipped, so a rerun trains nothing."""
-    folder, results = reference
+    folder, results, _ = reference
     code, out, _ = _inproc(cli, ["distill", "--params", str(folder / "params.yaml"), "--sweep", "--restart-stale"])
     assert code == 0, out
     assert out.splitlines()[0] == "distill: 2 group(s), 4 student(s), 1 at a time"
@@ -354,6 +358,66 @@ def test_cluster_options_errors_are_one_line(args, message, work, tmp_path, caps
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not (tmp_path / "data/runs").exists() or not any((tmp_path / "data/runs").iterdir())
+
+
+def _flaky_once(tries: Path):
+    """A stand-in for `run_group_task` that trains nothing: each group's first attempt raises (as a bug or
+    a lost file would), any later one reports its members done. Attempts are counted in files, since dask
+    may run a copy of this function."""
+
+    def task(group, where=None):
+        mark = tries / group.key
+        if not mark.exists():
+            mark.write_text("1")
+            raise RuntimeError(f"attempt 1 of {group.key} failed")
+        return sweep_module.Outcome(group.key, {m.name: "done" for m in group.members}, 0.0, "test-worker")
+
+    return task
+
+
+@pytest.mark.parametrize("retries, last", [("1", "sweep: 4 done, 0 skipped, 0 failed"),
+                                           ("0", "sweep: 0 done, 0 skipped, 4 failed")])
+def test_retries_reruns_a_group_whose_task_raised(retries, last, work, tmp_path, capsys, cli, monkeypatch):
+    tries = tmp_path / "tries"
+    tries.mkdir()
+    monkeypatch.setattr(sweep_module, "run_group_task", _flaky_once(tries))
+    params = _project(tmp_path / "p", _params(work))
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=logging.CRITICAL) as cluster:
+        code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params), "--scheduler",
+                                       cluster.scheduler_address, "--retries", retries])
+    assert sorted(p.name for p in tries.iterdir()) == ["cartoon-0", "photo-0"], out + err
+    assert out.rstrip().splitlines()[-1] == last, out + err
+    if retries == "0":
+        assert code == 1
+        for key in ("cartoon-0", "photo-0"):
+            [line] = _lines(out, f"{key}: ")
+            assert line.startswith(f"{key}: FAILED after ") and line.endswith(f"RuntimeError: attempt 1 of {key} failed")
+
+
+def test_negative_retries_is_a_one_line_error(work, tmp_path, capsys, cli):
+    params = _project(tmp_path, _params(work))
+    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params), "--retries", "-1"])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and lines == ["error: --retries must be >= 0, got -1"], err
+
+
+def test_loader_processes_on_a_daemon_worker_fail_the_group_with_the_way_out(work, tmp_path, capsys, cli,
+                                                                            monkeypatch):
+    """A daemon process cannot start DataLoader processes: the group fails with one line saying how to start
+    the workers (dask's default workers are daemons; `--workers` starts non-daemon ones)."""
+    monkeypatch.setattr(sweep_module.multiprocessing, "current_process", lambda: type("P", (), {"daemon": True}))
+    loaders = _params(work)
+    loaders["distill"]["workers"] = 1
+    params = _project(tmp_path, loaders)
+    code, out, err = _inproc(cli, ["sweep", "run", "--params", str(params)])
+    assert code == 1 and "Traceback" not in out + err
+    for key in ("cartoon-0", "photo-0"):
+        [line] = _lines(out, f"{key}: ")
+        assert line.endswith("distill.workers=1 needs DataLoader processes, but the dask worker in-process is a "
+                             "daemon process: start workers with DASK_DISTRIBUTED__WORKER__DAEMON=False (or set "
+                             "distill.workers: 0)"), line
+    assert not list((tmp_path / "data/runs").glob("*/*/metrics.json"))  # refused before training
 
 
 def test_gpu_workers_see_one_device_each_and_declare_it(tmp_path):

@@ -5,10 +5,10 @@ predecessor never compete in the selection."""
 import json
 
 import yaml
+from test_report import _cli, write_run
 
 from pipeline.config import to_dict
 from pipeline.plan import plan_sweep
-from tests.test_report import _cli, write_run
 
 
 def _params(tmp_path, **sweep):

@@ -1,7 +1,7 @@
 """What results.md may claim: a method beats ERM only when the paired 95 % interval of its per-seed
 differences excludes 0 (else no significant difference); the figure's bars carry ± std error bars and a panel
 of the paired differences; and the learning check says which selected runs fitted their source domains. Runs
-are faked as in tests/test_report.py; the right answers come from scipy's paired t-test and from
+are faked as in tests/report/test_report.py; the right answers come from scipy's paired t-test and from
 hand-worked numbers, never from the report's own code."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 from scipy import stats
+from test_report import _cli, write_run
 
 from pipeline.report import learning, verdicts
 from pipeline.report.figure import figure
 from pipeline.report.runs import find_runs, load_run
 from pipeline.report.statistics import AVG, TEACHER, build_report
 from pipeline.report.step import ReportConfig, run
-from tests.test_report import _cli, write_run
 
 DOMAINS = ["art", "photo"]
 SEEDS = [0, 1, 2]

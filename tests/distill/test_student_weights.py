@@ -15,7 +15,7 @@ from pipeline.distill.config import DistillConfig, pin_checkpoint
 from pipeline.distill.step import run
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
-from tests.distill_fixtures import DOMAINS, shared_work
+from tests.distill_fixtures import distill_config, shared_work
 
 
 def _weights(path, seed: int) -> None:
@@ -24,9 +24,7 @@ def _weights(path, seed: int) -> None:
 
 
 def _cfg(checkpoint, **kw) -> DistillConfig:
-    base = dict(target_domain=DOMAINS[0], student="test_resnet", pretrained=True, checkpoint=str(checkpoint),
-                epochs=1, image_size=32, batch_size=8, workers=0, device="cpu")
-    return DistillConfig(**{**base, **kw})
+    return distill_config(**{"pretrained": True, "checkpoint": str(checkpoint), "epochs": 1, **kw})
 
 
 def test_pin_records_the_file_and_refuses_other_weights(tmp_path):

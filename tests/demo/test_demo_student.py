@@ -34,14 +34,37 @@ student:
 """
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("student")
+# One epoch on two objects: what every pretraining writes, for the tests that are not about how well it learns.
+QUICK = """
+world:
+  image_size: 32
+student:
+  classes: [key, moon]
+  per_class: 8
+  eval_per_class: 2
+  epochs: 1
+  batch_size: 8
+"""
+
+
+def _pretrain(tmp_path_factory, name: str, params_text: str):
+    out = tmp_path_factory.mktemp(name)
     params = out / "params.yaml"
-    params.write_text(SHORT)
+    params.write_text(params_text)
     r = run_cli("pretrain-student", "--out", out / "s", "--params", params, in_process=True)
     assert r.code == 0, r.err
     return out / "s"
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """The 16-epoch pretraining (about a minute: only the slow test uses it)."""
+    return _pretrain(tmp_path_factory, "student", SHORT)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    return _pretrain(tmp_path_factory, "quick", QUICK)
 
 
 def test_corpus_holds_other_objects_only():
@@ -87,6 +110,7 @@ def test_batch_views_are_seeded_in_range_and_varied():
     assert torch.allclose(resize(flat, 32), torch.tensor(128 / 255))
 
 
+@pytest.mark.slow
 def test_short_pretraining_learns_the_shapes(pretrained):
     report = json.loads((pretrained / "pretrain_report.json").read_text())
     assert report["classes"] == ["arrow", "bottle", "clock", "moon"] and report["domains"] == ["photo"]
@@ -101,10 +125,10 @@ def test_short_pretraining_learns_the_shapes(pretrained):
     assert report["sha256"] == sha256_file(pretrained / "backbone.pth")
 
 
-def test_backbone_is_timm_weights_that_distill_loads(pretrained):
-    saved = torch.load(pretrained / "backbone.pth", weights_only=True)
+def test_backbone_is_timm_weights_that_distill_loads(quick):
+    saved = torch.load(quick / "backbone.pth", weights_only=True)
     assert not any(k.startswith("fc.") for k in saved)  # the classifier of the pretraining objects is dropped
-    student = build_student("test_resnet", torch.randn(7, 16), pretrained=True, checkpoint=pretrained / "backbone.pth")
+    student = build_student("test_resnet", torch.randn(7, 16), pretrained=True, checkpoint=quick / "backbone.pth")
     got = student.backbone.state_dict()
     assert got.keys() == saved.keys() and all(torch.equal(got[k], saved[k]) for k in got)
 

@@ -15,23 +15,17 @@ import torch
 from conftest import killed_in_epoch_2
 
 from pipeline.distill.checkpoints import BEST_KEYS, FORMAT, LAST_KEYS, read_checkpoint
-from pipeline.distill.step import DistillConfig, run
+from pipeline.distill.step import run
 from pipeline.distill.trainer import EPOCH_COLUMNS
 from pipeline.errors import UserError
 from pipeline.store import verify_store
 from tests.distill_fixtures import DOMAINS
+from tests.distill_fixtures import distill_config as _cfg
 
 TARGET = DOMAINS[0]
 METRIC_KEYS = {"status", "method", "target_domain", "seed", "student", "weights", "temperature", "lr", "epochs",
                "selected_epoch", "source_val_acc", "target_acc", "per_domain_acc", "teacher_target_acc",
                "text_ensemble", "config", "store", "anchors_used"}
-
-
-def _cfg(**kw) -> DistillConfig:
-    base = dict(target_domain=TARGET, student="test_resnet", pretrained=False, epochs=2, image_size=32,
-                batch_size=8, workers=0, device="cpu")
-    base.update(kw)
-    return DistillConfig(**base)
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +241,55 @@ def test_store_from_other_shards_or_incomplete_is_refused(work, tmp_path, cli):
         del f["text/anchor"]
     r = cli("distill", "--work", broken, "--target-domain", TARGET, "--out", tmp_path / "r2", in_process=True)
     _assert_user_error(r, "missing", "text/anchor")
+
+
+def _copy_with_damaged_sample(work: Path, dest: Path, domain: str, damage) -> str:
+    """A copy of `work` whose first sample of `domain` is damaged in its shard by `damage(fd, location)`;
+    returns that sample's key."""
+    from pipeline.shards import sample_locations
+
+    shutil.copytree(work, dest)
+    loc = min((loc for loc in sample_locations(dest).values() if f"/{domain}/" in loc.path.as_posix()),
+              key=lambda loc: (loc.path, loc.offset))
+    fd = os.open(loc.path, os.O_RDWR)
+    try:
+        damage(fd, loc)
+    finally:
+        os.close(fd)
+    return loc.key
+
+
+def test_undecodable_sample_is_logged_and_left_out(work, tmp_path, caplog):
+    """A sample whose bytes no longer decode (the shard still matches its index) is skipped wherever it is
+    read, each time with a warning naming it, and the run completes; its batch goes on without it."""
+    from pipeline.distill.loader import collate_present
+
+    garbage = tmp_path / "garbage"
+    key = _copy_with_damaged_sample(work, garbage, DOMAINS[1],
+                                    lambda fd, loc: os.pwrite(fd, b"\0" * loc.size, loc.offset))
+    caplog.clear()
+    m = run(_cfg(epochs=2), garbage, tmp_path / "run")
+    assert m["status"] == "complete"
+    skipped = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "skipping sample" in r.getMessage()]
+    assert skipped and all(msg.startswith(f"skipping sample {key}: undecodable") for msg in skipped), skipped
+    # once per epoch at least (training or source validation reads every source sample each epoch)
+    assert len(skipped) >= 2
+    item = {"x": torch.ones(2)}
+    assert collate_present([None, item, None, item])["x"].shape == (2, 2)
+    assert collate_present([None, None]) is None
+
+
+def test_a_loader_workers_user_error_is_one_line(work, tmp_path, cli):
+    """A shard that no longer matches its index, found inside a DataLoader worker process (--workers 1):
+    the worker's traceback that torch wraps into the message is cut back to the error's own line."""
+    def rename(fd, loc):
+        os.pwrite(fd, b"X", loc.offset - 512)  # the tar header's member name: no longer this sample's
+
+    damaged = tmp_path / "damaged"
+    key = _copy_with_damaged_sample(work, damaged, DOMAINS[1], rename)
+    r = cli("distill", *_cli_args(damaged, tmp_path / "run", 1, "cpu", workers=1), in_process=True)
+    _assert_user_error(r, f"does not match its index at sample {key}", "rerun `rise-pipeline extract --steps shard`")
+    assert "Original Traceback" not in r.err and "DataLoader worker" not in r.err
 
 
 class _RunsCodeWhenUnpickled:

@@ -35,14 +35,39 @@ teacher:
 """
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, cli):
-    out = tmp_path_factory.mktemp("teacher")
+# Two epochs on a tiny world: what every pretraining writes (the checkpoint, the report, the temperature at
+# the end of its schedule), for the tests that are not about how well it learns.
+QUICK = """
+world:
+  classes: [fish, star]
+  domains: [sketch]
+teacher:
+  per_cell: 16
+  eval_per_cell: 2
+  epochs: 2
+  batch_size: 16
+  threads: 1
+"""
+
+
+def _pretrain(tmp_path_factory, cli, name: str, params_text: str):
+    out = tmp_path_factory.mktemp(name)
     params = out / "params.yaml"
-    params.write_text(SHORT)
+    params.write_text(params_text)
     r = cli("pretrain-teacher", "--out", out, "--params", params, in_process=True)
     assert r.code == 0, r.err
     return out
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, cli):
+    """The 40-epoch pretraining (slow: only the slow tests use it)."""
+    return _pretrain(tmp_path_factory, cli, "teacher", SHORT)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, cli):
+    return _pretrain(tmp_path_factory, cli, "quick", QUICK)
 
 
 @torch.no_grad()
@@ -165,7 +190,7 @@ def test_default_templates_fit_the_world():
         PretrainConfig(templates=[])
 
 
-def test_logit_scale_reaches_clips_and_is_saved(pretrained):
+def test_logit_scale_reaches_clips_and_is_saved(quick):
     """The temperature follows its schedule to CLIP's 100 (RISE reads teacher logits at 100), and the
     checkpoint holds it; the report says how the distill step will read the teacher's logits."""
     start = 1 / 0.07
@@ -173,9 +198,9 @@ def test_logit_scale_reaches_clips_and_is_saved(pretrained):
     assert steps[0] == pytest.approx(start) and steps[-1] == pytest.approx(100.0)
     assert all(a < b for a, b in zip(steps, steps[1:], strict=False))
     assert steps[25] == pytest.approx((start * 100) ** 0.5)  # log-linear: the geometric mean half-way
-    saved = torch.load(pretrained / "teacher.pt", weights_only=True)
+    saved = torch.load(quick / "teacher.pt", weights_only=True)
     assert float(saved["state_dict"]["logit_scale"].exp()) == pytest.approx(100.0, rel=1e-5)
-    report = json.loads((pretrained / "pretrain_report.json").read_text())
+    report = json.loads((quick / "pretrain_report.json").read_text())
     assert report["logit_scale"] == pytest.approx(100.0)
     zs = report["zero_shot"]
     assert 0 < zs["kd_target_entropy"] < np.log(len(report["classes"])) and zs["ce_at_scale_100"] > 0

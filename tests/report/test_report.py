@@ -266,7 +266,7 @@ def test_bad_inputs(tmp_path: Path, runs_dir: Path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     """`rise-pipeline report ARGS` in a separate process, as a CompletedProcess. Kept for
-    tests/test_report_sweep.py, which imports it; tests here take the `cli` fixture (tests/conftest.py)."""
+    tests/report/test_report_sweep.py, which imports it; tests here take the `cli` fixture (tests/conftest.py)."""
     from conftest import run_cli
 
     r = run_cli("report", *args, timeout=120)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import REPO
 
 from pipeline.config import load_section, read_params
 from pipeline.demo.pretrain_student import StudentPretrainConfig
@@ -25,8 +26,6 @@ from pipeline.params import DataConfig, SweepConfig, TeacherConfig
 from pipeline.report.step import ReportConfig
 from stages.cli import cli
 from stages.options_doc import options_markdown, sections
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Which config classes each command exposes, and the (section, class) pairs in params.yaml.
 COMMANDS = {

@@ -18,15 +18,13 @@ import pytest
 import torch
 
 from pipeline.distill.step import DistillConfig, run
-from tests.distill_fixtures import CLASSES, DOMAINS
+from tests.distill_fixtures import CLASSES, DOMAINS, distill_config
 
 TARGET = DOMAINS[0]
 
 
 def _cfg(**kw) -> DistillConfig:
-    base = dict(target_domain=TARGET, student="test_resnet", pretrained=False, epochs=2, image_size=32,
-                batch_size=8, workers=0, device="cpu", lr=0.01)
-    return DistillConfig(**{**base, **kw})
+    return distill_config(**{"lr": 0.01, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO as ROOT
 
 
 def reduced(tmp: Path) -> dict:

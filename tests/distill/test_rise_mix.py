@@ -22,7 +22,7 @@ from pipeline.errors import UserError
 from pipeline.extract.embed_step import EmbedConfig
 from pipeline.extract.embed_step import run as embed_run
 from pipeline.store import verify_store
-from tests.distill_fixtures import DOMAINS, shared_work
+from tests.distill_fixtures import DOMAINS, distill_config, shared_work
 
 TARGET = DOMAINS[0]
 
@@ -43,10 +43,7 @@ LRS = [1e-3, 4e-3]  # the first and the second teacher's student, as the referen
 
 
 def _cfg(**kw) -> DistillConfig:
-    base = dict(target_domain=TARGET, student="test_resnet", pretrained=False, epochs=2, image_size=32,
-                batch_size=8, workers=0, device="cpu", method="rise-mix", teachers=["default", "rn"],
-                mix_lrs=LRS)
-    return DistillConfig(**{**base, **kw})
+    return distill_config(**{"method": "rise-mix", "teachers": ["default", "rn"], "mix_lrs": LRS, **kw})
 
 
 def test_extract_store_name_writes_its_own_files(work):

@@ -7,7 +7,6 @@ import io
 import json
 import re
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -15,6 +14,7 @@ import open_clip
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from conftest import REPO as ROOT
 from embed_fixtures import default_shards, image_bytes, index_of, sample_rows, write_shard_set
 from PIL import Image, ImageOps
 
@@ -26,7 +26,6 @@ from pipeline.extract.project_models import register_project_models
 from pipeline.shards import iter_samples, shard_paths
 from pipeline.store import StoreReader, verify_store
 
-ROOT = Path(__file__).resolve().parents[1]
 K = 3
 
 

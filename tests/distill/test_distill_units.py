@@ -20,7 +20,7 @@ from pipeline.distill.step import run, run_group
 from pipeline.distill.trainer import member_capacity
 from pipeline.store import verify_store
 from tests.devices import DEVICES
-from tests.distill_fixtures import DOMAINS, shared_work
+from tests.distill_fixtures import DOMAINS, distill_config, shared_work
 
 TARGET = DOMAINS[0]
 DROP = 0.5
@@ -40,9 +40,7 @@ def dropout(monkeypatch):
 
 
 def _cfg(device: str, **kw) -> DistillConfig:
-    base = dict(target_domain=TARGET, student="test_resnet", pretrained=False, epochs=2, image_size=32,
-                batch_size=8, workers=0, device=device)
-    return DistillConfig(**{**base, **kw})
+    return distill_config(device=device, **kw)
 
 
 def _last_models(out):
