@@ -6,11 +6,11 @@ real commands in their order and the demo's apart."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import REPO
 
 from pipeline.devices import ONE_PER_CORE, worker_count
 from pipeline.distill.config import DistillConfig
@@ -20,7 +20,6 @@ from pipeline.extract.shard_step import ShardConfig, _workers
 from pipeline.presets import dataset_overlay
 from stages.cli import COMMANDS, DEMO_COMMANDS, REAL_COMMANDS, cli
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_WORLD = "world:\n  per_cell: 1\n  image_size: 16\n  classes: [fish]\n  domains: [photo]\n"
 
 
@@ -131,7 +130,7 @@ def test_workers_minus_one_is_one_per_core_everywhere():
     assert _workers(ShardConfig(), 10) == 1 and _workers(ShardConfig(), 10_000) == worker_count(ONE_PER_CORE)
     assert _workers(ShardConfig(workers=0), 10_000) == 0
     with pytest.raises(UserError, match="workers"):
-        ShardConfig(workers=-2).check()
+        ShardConfig(workers=-2)
     for command in ("extract", "distill"):
         record = _help(command).split("--workers INTEGER", 1)[1].split("\n  -", 1)[0]
         assert "-1: one per core" in " ".join(record.split()), (command, record)

@@ -17,6 +17,7 @@ from pipeline.distill.group import member_name, members, parse_grid, parse_metho
 from pipeline.distill.step import run, run_group
 from pipeline.distill.trainer import Trainer
 from pipeline.errors import UserError
+from tests.devices import DEVICES
 from tests.distill_fixtures import DOMAINS, shared_work
 from tests.distill_fixtures import distill_config as _base
 
@@ -40,15 +41,19 @@ def _name(method: str, entry: dict) -> str:
 
 
 @pytest.mark.cuda
-def test_every_member_equals_its_run_alone(work, group, tmp_path):
-    out, results = group
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_member_equals_its_run_alone(work, request, tmp_path, device):
+    if device == "cpu":
+        out, results = request.getfixturevalue("group")
+    else:
+        out = tmp_path / "group"
+        results = run_group(_base(device=device), ["erm", "rise"], GRID, work, out)
     # ERM ignores w_dist but not lr: both grid entries are distinct ERM students, as they are for RISE
     names = {_name(m, e): (m, e) for m in ("erm", "rise") for e in GRID}
     assert sorted(results) == sorted(names) and len(names) == 4
     for name, metrics in results.items():
         method, entry = names[name]
-        alone = run(_base(**{**entry, "method": method}), work,
-                    tmp_path / name)
+        alone = run(_base(**{**entry, "method": method, "device": device}), work, tmp_path / name)
         assert json.loads(json.dumps(metrics)) == json.loads(json.dumps(alone)), name
         folder = out / name
         assert json.loads((folder / "metrics.json").read_text()) == json.loads(json.dumps(metrics))

@@ -19,6 +19,7 @@ from pipeline.distill.step import run
 from pipeline.distill.trainer import EPOCH_COLUMNS
 from pipeline.errors import UserError
 from pipeline.store import verify_store
+from tests.devices import DEVICES
 from tests.distill_fixtures import DOMAINS
 from tests.distill_fixtures import distill_config as _cfg
 
@@ -100,23 +101,28 @@ def test_outputs_and_metrics_schema(work, three_epochs):
 
 @pytest.mark.slow
 @pytest.mark.cuda
-def test_resume_after_kill_equals_uninterrupted(work, three_epochs, tmp_path, monkeypatch):
-    full_out, full = three_epochs
+@pytest.mark.parametrize("device", DEVICES)
+def test_resume_after_kill_equals_uninterrupted(work, request, tmp_path, monkeypatch, device):
+    if device == "cpu":
+        full_out, full = request.getfixturevalue("three_epochs")
+    else:
+        full_out = tmp_path / "full"
+        full = run(_cfg(epochs=3, device=device), work, full_out)
     out = tmp_path / "run"
     with killed_in_epoch_2():
-        run(_cfg(epochs=3), work, out)
+        run(_cfg(epochs=3, device=device), work, out)
     assert not (out / "metrics.json").exists()
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epochs_done"] == 1
-    resumed = run(_cfg(epochs=3), work, out)
+    resumed = run(_cfg(epochs=3, device=device), work, out)
     assert resumed == full
     assert (out / "epochs.csv").read_text() == (full_out / "epochs.csv").read_text()
     a = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["units"][0]["model"]
     b = torch.load(full_out / "checkpoints" / "last.pt", weights_only=True)["units"][0]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished run is not retrained; a different config in the same folder is refused
-    assert run(_cfg(epochs=3), work, out) == full
+    assert run(_cfg(epochs=3, device=device), work, out) == full
     with pytest.raises(UserError, match=r"different config \(lr\)"):
-        run(_cfg(epochs=3, lr=0.01), work, out)
+        run(_cfg(epochs=3, lr=0.01, device=device), work, out)
 
 
 @pytest.mark.slow
