@@ -365,7 +365,7 @@ def _flaky_once(tries: Path):
     a lost file would), any later one reports its members done. Attempts are counted in files, since dask
     may run a copy of this function."""
 
-    def task(group, where=None):
+    def task(group, where=None, restart_stale=True):
         mark = tries / group.key
         if not mark.exists():
             mark.write_text("1")
