@@ -450,12 +450,12 @@ def _dvc_params() -> dict:
 
 
 def _readme_recipe() -> list[list[str]]:
-    """The commands of the README's "Sweeps on a cluster" block, up to the local-workers run (the next line
-    needs a running dask cluster), each `a && b` split in two."""
+    """The commands of the "Sweeps on a cluster" block of docs/sweeps.md (the page the README links for it), up
+    to the local-workers run (the next line needs a running dask cluster), each `a && b` split in two."""
     import shlex
 
-    text = (REPO / "README.md").read_text()
-    block = text[text.index("### Sweeps on a cluster"):]
+    text = (REPO / "docs" / "sweeps.md").read_text()
+    block = text[text.index("## Sweeps on a cluster"):]
     block = block[block.index("```bash") + 7:block.index("```", block.index("```bash") + 7)]
     commands = []
     for line in block.strip().splitlines():
