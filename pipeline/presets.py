@@ -218,9 +218,11 @@ def dataset_overlay(name: str, data_root: str, plan: DomainPlan | None = None, t
         "distill": {"student": student, "pretrained": True, "checkpoint": "", "checkpoint_sha256": "",
                     "image_size": 224, "epochs": 20, "batch_size": 128, "lr": d.lr, "mix_lrs": [d.lr, d.mix_lr], "momentum": 0.9,
                     "weight_decay": 5e-4, "lr_decay_at": 0.8, "lr_gamma": 0.1, "text_ensemble": d.text_ensemble,
-                    "workers": ONE_PER_CORE},
+                    "workers": ONE_PER_CORE, "threads": 0},
+        # One group at a time with every core's torch threads (or the GPU): a ResNet-50's steps are large
+        # enough to use them, unlike the demo's tiny student (demo: 2 groups at once, 1 thread each).
         "sweep": {"domains": list(plan.domains), "methods": ["erm", "kd", "rise"], "seeds": [0, 1, 2],
-                  "grid": copy.deepcopy(GRIDS[name])},
+                  "grid": copy.deepcopy(GRIDS[name]), "jobs": 1},
     }
 
 

@@ -70,6 +70,8 @@ def test_preset_rewrites_params_keeping_comments(tmp_path, cli):
     # the real student starts from timm's ImageNet weights with RISE's recipe, whatever the demo used
     assert p["distill"]["pretrained"] is True and p["distill"]["checkpoint"] == ""
     assert (p["distill"]["lr_decay_at"], p["distill"]["lr_gamma"], p["distill"]["weight_decay"]) == (0.8, 0.1, 5e-4)
+    # the demo's two groups at once at one thread each do not carry over to a ResNet-50: one group, all cores
+    assert p["sweep"]["jobs"] == 1 and p["distill"]["threads"] == 0
 
 
 def test_preset_errors_are_one_line(tmp_path, cli):
