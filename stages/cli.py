@@ -16,7 +16,7 @@ from pipeline.errors import UserError
 # heavy imports (torch, open_clip, dvc) do not slow the others.
 COMMANDS = {
     "extract": ("stages.extract", "extract", "Stage one: shard a dataset, run the CLIP teacher once into an HDF5 store."),
-    "distill": ("stages.distill", "distill", "Stage two: train one student (RISE or a baseline) from the cached store."),
+    "distill": ("stages.distill", "distill", "Stage two: train students (RISE, baselines) from the cached store: one, a group, or the sweep."),
     "report": ("stages.report", "report", "Paper-style table of runs, selected by training-domain validation."),
     "world": ("stages.world", "world", "Generate the demo world (embedded default dataset)."),
     "pretrain-teacher": ("stages.pretrain_teacher", "pretrain_teacher", "Pretrain the demo world's small CLIP teacher."),

@@ -41,6 +41,8 @@ def distill(work, out, params_path, grid, from_sweep, max_members, restart_stale
     takes its own step on it; each member's result equals its run alone. Members must share the batches --
     image size, batch size, balance, seed (and loader workers) -- to share a pass; members that differ there
     are trained in separate passes, automatically. Student, method, loss weights, lr and epochs may differ.
+    --sweep trains the sweep plan of --params instead (dvc.yaml's distill stage): every held-out domain x seed
+    group, sweep.jobs of them at once, or the one group of --target-domain and --seed.
 
     Defaults are RISE's protocol; the `distill` section of --params replaces them, flags replace both.
     """
