@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 # One test process per core (pytest-xdist; a test file's tests stay in one process, so its module fixtures are
 # built once), each at one torch thread: two processes at two threads each would oversubscribe the cores and
-# stall in spin-waits. On 2 cores: 7.4 min instead of 12.6 min one process at a time.
+# stall in spin-waits. On 2 cores (CI, fresh clone): 8.4 min instead of 12.6 min one process at a time.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n auto --dist loadfile
 
