@@ -1,7 +1,7 @@
 """The sweep plan: one function turns a params file into everything a sweep does (docs/design.md, "One plan").
 
 `plan_sweep(params_path)` resolves `data`, `distill`, `sweep` and `extra_teachers` into the groups of dvc.yaml's
-distill matrix (one per held-out domain x seed), each group's distinct students (`group.members`: a method's
+distill stage (one per held-out domain x seed), each group's distinct students (`group.members`: a method's
 weight preset applied, equal configs trained once, folders named by content), their run folders and the
 report's inputs -- every path absolute, relative ones taken from the params file's folder as DVC does, so a
 worker started in another folder finds the same files. `distill --sweep`, `sweep run` (and its dry run),
@@ -26,9 +26,9 @@ REPORT = "data/report"
 
 @dataclass(frozen=True)
 class Group:
-    """One entry of dvc.yaml's distill matrix: a held-out domain and seed, and its distinct students."""
+    """One group of the sweep: a held-out domain and seed, and its distinct students."""
 
-    key: str                          # `<domain>-<seed>`, the matrix key and the run folder's name
+    key: str                          # `<domain>-<seed>`, the group's key and its run folder's name
     domain: str
     seed: int
     out: Path                         # RUNS/<key>, absolute

@@ -249,8 +249,8 @@ def sweep_client(workers: int | None, scheduler: str | None, retries: int, gpus:
     # out between the workers' torch threads (dask's default is one each).
     threads = max(1, (os.cpu_count() or 1) // workers)
     # The nanny's default MALLOC_TRIM_THRESHOLD_=65536 makes glibc hand freed memory back to the OS at once:
-    # torch's training steps then page-fault their buffers in again every step (measured: a test_resnet
-    # step 50 % slower, the same as with that variable in a plain process), so workers start without it.
+    # torch's training steps then page-fault their buffers in again every step (benchmarks/
+    # bench_worker_env.py: the demo student's steps 1.2-1.5x as long), so workers start without it.
     # dask's statistical profiler (a stack sample every 10 ms) and GIL monitor (every 1 ms) cost a worker
     # whose task is Python-heavy CPU work too, and nothing here reads them.
     config = {"distributed.worker.daemon": False, "distributed.scheduler.allowed-failures": retries,

@@ -96,7 +96,7 @@ def _sweep_group(params_path, work, out, grid, methods_flag, restart_stale, max_
         raise UserError("--sweep takes the methods and grid from --params; drop --method / --grid")
     plan = plan_sweep(params_path, overrides_for(DistillConfig, options), need_groups=False)
     if not plan.base.target_domain:
-        _every_group(params_path, work, out, max_members, restart_stale, options)
+        _every_group(plan, work, out, max_members, restart_stale)
         return
     group = plan.group(plan.base.target_domain, plan.base.seed)
     results = run_members(list(group.members), work or plan.work, out or group.out, restart_stale=restart_stale,
@@ -104,20 +104,18 @@ def _sweep_group(params_path, work, out, grid, methods_flag, restart_stale, max_
     _summary({name: metrics for name, (metrics, _) in results.items()})
 
 
-def _every_group(params_path, work, out, max_members, restart_stale, options) -> None:
+def _every_group(plan, work, out, max_members, restart_stale) -> None:
     """`distill --sweep` without --target-domain (dvc.yaml's distill stage): every group of the plan,
     `sweep.jobs` at once in local worker processes, one line per group as it ends, then the table; exit
     status 1 when a group failed (the others' students are complete and kept)."""
     import sys
 
-    from pipeline.plan import plan_sweep
     from pipeline.sweep import local_jobs, run_and_print
 
     if work is not None or out is not None or max_members:
         raise UserError("--work, --out and --max-members name one group's folders: give --target-domain, or "
                         "leave them to the plan of --params")
-    plan = plan_sweep(params_path, overrides_for(DistillConfig, options))
-    if not plan.groups:
+    if not plan.groups:  # the plan was made without requiring them (a single group names its own)
         raise UserError("the sweep plan has no groups: set sweep.domains and sweep.seeds in --params")
     jobs = local_jobs(plan)
     click.echo(f"distill: {len(plan.groups)} group(s), {sum(len(g.members) for g in plan.groups)} student(s), "

@@ -22,7 +22,7 @@ from stages.options import config_options, overrides_for, params_option
 @params_option
 @config_options(ReportConfig)
 @click.option("--sweep-only", is_flag=True,
-              help="Use only the runs of the sweep plan of --params (what dvc.yaml's matrix and `sweep run` "
+              help="Use only the runs of the sweep plan of --params (what dvc.yaml's distill stage and `sweep run` "
                    "train), each only if its metrics.json records the plan's config; RUNS default to data/runs "
                    "beside --params.")
 @click.option("--work", type=click.Path(path_type=Path), default=None,

@@ -1,6 +1,6 @@
 """`rise-pipeline sweep`: the sweep's distill groups on dask (`run`), or a named grid with DVC (`grid`).
 
-`sweep run` runs exactly the distill work of dvc.yaml's matrix for the current params.yaml -- one group per
+`sweep run` runs exactly the distill work of dvc.yaml's distill stage for the current params.yaml -- one group per
 held-out domain x seed, members methods x grid, the same run folders -- as dask tasks (in this process, on a
 local cluster, or on an existing one), then the report. `dvc commit -f` afterwards records the outputs, so
 a later `dvc repro` reruns nothing.
@@ -111,7 +111,7 @@ def _dry_run(plan) -> None:
 
 
 @sweep.command("run", context_settings={"max_content_width": 100},
-               short_help="Train the distill groups of dvc.yaml's matrix as dask tasks, then the report.")
+               short_help="Train the distill groups of dvc.yaml's distill stage as dask tasks, then the report.")
 @click.option("--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"),
               show_default=True,
               help="params.yaml whose `sweep` section (domains x seeds groups, methods x grid members) and "
@@ -129,7 +129,7 @@ def _dry_run(plan) -> None:
                    "distributed.scheduler.allowed-failures. Errors such as an unreadable store are not rerun.")
 @click.option("--dry-run", is_flag=True, help="List each group and member with its state; train nothing.")
 def run_command(params_path, scheduler, workers, retries, dry_run):
-    """Train every group of the sweep -- exactly the distill stages of dvc.yaml -- as dask tasks.
+    """Train every group of the sweep -- exactly what dvc.yaml's distill stage trains -- as dask tasks.
 
     One group per held-out domain x seed, each distinct student of methods x grid once, into
     data/runs/<domain>-<seed>/<method>-<hash>/, with the same call as `rise-pipeline distill --sweep`:

@@ -508,3 +508,45 @@ def test_the_readme_cluster_recipe_gives_the_report_stage_byte_for_byte(tmp_path
     assert {p.name: p.read_bytes() for p in (repo / "data/report").iterdir()} == report
     ran, _ = repro(repo)
     assert ran == set()
+
+
+def _worker_settings(_):
+    import os
+
+    import dask
+
+    return (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"),
+            dask.config.get("distributed.worker.profile.enabled"),
+            dask.config.get("distributed.admin.system-monitor.gil.enabled"))
+
+
+def test_local_workers_start_without_the_nannys_malloc_trim_and_profilers():
+    """dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 by default, which made every torch step in a worker page-
+    fault its buffers again (benchmarks/bench_worker_env.py); the sweep's workers must start without it, and
+    without the statistical profiler and GIL monitor, with the cores shared out as torch threads."""
+    from pipeline.sweep import sweep_client
+
+    with sweep_client(2, None, 0, gpus=[]) as client:
+        settings = client.gather(client.map(_worker_settings, [0, 1], pure=False))
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert settings == [(None, threads, False, False)] * 2
+
+
+@pytest.mark.parametrize("jobs, domains, seeds, expected", [(1, 2, 2, None), (2, 2, 2, 2), (2, 1, 1, None),
+                                                             (8, 3, 1, 3)])
+def test_sweep_jobs_become_local_workers_capped_by_the_groups(jobs, domains, seeds, expected, work, tmp_path):
+    from pipeline.sweep import local_jobs
+
+    params = _project(tmp_path, _params(work, jobs=jobs, domains=["cartoon", "photo", "sketch"][:domains],
+                                        seeds=list(range(seeds))))
+    plan = plan_sweep(params)
+    assert len(plan.groups) == domains * seeds and local_jobs(plan) == expected
+
+
+@pytest.mark.parametrize("jobs, message", [(0, "sweep.jobs must be an integer >= 1, got 0"),
+                                           (-1, "sweep.jobs must be an integer >= 1, got -1"),
+                                           (1.5, "sweep.jobs"), (True, "sweep.jobs")])
+def test_bad_sweep_jobs_is_a_one_line_error(jobs, message, work, tmp_path, cli):
+    params = _project(tmp_path, _params(work, jobs=jobs))
+    code, out, err = _inproc(cli, ["distill", "--params", str(params), "--sweep"])
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

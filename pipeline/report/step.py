@@ -72,7 +72,7 @@ def run(cfg: ReportConfig, paths: list[Path], out: Path, only: dict[str, dict] |
         raise UserError(f"--out must be a folder: {out} is a file")
     found = find_runs(paths, exclude=[out])
     if only is not None:
-        # Runs of an earlier sweep may still sit in data/runs (DVC never deletes a dropped matrix entry's
+        # Runs of an earlier sweep may still sit in data/runs (persisted: nothing deletes a dropped group's
         # output); they must not compete in the selection.
         found = [p for p in found if "/".join(Path(p).parts[-2:]) in only]
         if not found:
