@@ -57,8 +57,8 @@ class RowLocations:
 
 
 # Decoded images kept by one dataset in the loading process (RGB bytes). A run decodes each image once
-# instead of once an epoch when its images fit (the demo's 1,400 images of 64 px: 17 MB; decoding was a
-# tenth of a demo group's CPU time); beyond it, images are decoded as they come, as before.
+# instead of once an epoch when its images fit (the demo's 1,400 images of 64 px: 17 MB; decoding was about a
+# tenth of a demo group's time under cProfile); beyond it, images are decoded as they come, as before.
 DECODED_CACHE_BYTES = 512 * 2**20
 
 
