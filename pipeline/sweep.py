@@ -261,14 +261,23 @@ def sweep_client(workers: int | None, scheduler: str | None, retries: int, gpus:
     gpus = visible_gpus() if gpus is None else gpus
     nanny = logging.getLogger("distributed.nanny")
     level = nanny.level
-    with dask.config.set(config), local_cluster(workers, gpus) as cluster, Client(cluster) as client:
-        try:
-            yield client
-        finally:
-            # Closing: a worker still tearing down torch after 4 s is killed ("still alive ... killing"); its
-            # groups are done and written, so that warning would only alarm.
-            nanny.setLevel(logging.ERROR)
-    nanny.setLevel(level)
+    # A nanny also writes its pre-spawn variables into this process's own environment, which every later
+    # worker inherits: after any cluster with dask's defaults ran here, the setting above alone would not keep
+    # the variable out. So it is out of this process's environment while the sweep's workers (and any
+    # restarted one) spawn, and back afterwards.
+    trim = os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    try:
+        with dask.config.set(config), local_cluster(workers, gpus) as cluster, Client(cluster) as client:
+            try:
+                yield client
+            finally:
+                # Closing: a worker still tearing down torch after 4 s is killed ("still alive ... killing");
+                # its groups are done and written, so that warning would only alarm.
+                nanny.setLevel(logging.ERROR)
+    finally:
+        nanny.setLevel(level)
+        if trim is not None:
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = trim
 
 
 def _gpu_restricted(client) -> bool:

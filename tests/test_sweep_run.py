@@ -526,8 +526,14 @@ def test_local_workers_start_without_the_nannys_malloc_trim_and_profilers():
     without the statistical profiler and GIL monitor, with the cores shared out as torch threads."""
     from pipeline.sweep import sweep_client
 
-    with sweep_client(2, None, 0, gpus=[]) as client:
-        settings = client.gather(client.map(_worker_settings, [0, 1], pure=False))
+    # as a cluster with dask's defaults leaves it in the environment of the process that ran it
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
+    try:
+        with sweep_client(2, None, 0, gpus=[]) as client:
+            settings = client.gather(client.map(_worker_settings, [0, 1], pure=False))
+        assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # this process's environment is left as it was
+    finally:
+        os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     threads = str(max(1, (os.cpu_count() or 1) // 2))
     assert settings == [(None, threads, False, False)] * 2
 
